@@ -1,0 +1,511 @@
+//! Sluice configuration, in layers: compiled-in defaults, then a TOML file, then `SLUICE__SECTION__KEY`
+//! environment variables, then command-line flags. Unknown keys and bad values are errors that name the key.
+//!
+//! Main types: [`Config`] (the whole file), [`ByteSize`] and [`HumanDuration`] (values like `"32MiB"` and
+//! `"7d"`), [`FsyncSetting`], [`TopicConfig`] (topics declared in the file).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} not found")]
+    FileNotFound(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Everything `sluice serve` reads at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where all state lives: the log, and later the store, indexes and registry.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+    pub logging: LoggingConfig,
+    /// Topics created at start-up when missing.
+    pub topics: Vec<TopicConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+}
+
+/// Limits on what one request may carry. Each violation is answered 400 or 413 naming the limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_body_bytes: ByteSize,
+    /// Largest single event (key + value + headers), like Kafka's `message.max.bytes`.
+    pub max_event_bytes: ByteSize,
+    pub max_events_per_request: usize,
+    pub max_json_depth: usize,
+    /// Most events one read request returns.
+    pub max_read_events: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub default_partitions: u32,
+    /// `"always"` (acknowledge after fsync) or an interval such as `"100ms"`.
+    pub fsync: FsyncSetting,
+    pub segment_bytes: ByteSize,
+    pub segment_max_age: HumanDuration,
+    /// Delete segments whose newest event was appended longer ago than this; `"forever"` keeps all.
+    pub retention: Retention,
+    /// Per partition; 0 means no size limit.
+    pub retention_bytes: ByteSize,
+    /// Create a topic on first produce instead of answering 404.
+    pub auto_create_topics: bool,
+    /// Appends queued per partition before producers wait.
+    pub queue_depth: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `sluice_log=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    pub name: String,
+    /// Defaults to `log.default_partitions`.
+    pub partitions: Option<u32>,
+    pub retention: Option<Retention>,
+    pub retention_bytes: Option<ByteSize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./sluice-data"),
+            http: HttpConfig::default(),
+            limits: Limits::default(),
+            log: LogConfig::default(),
+            logging: LoggingConfig::default(),
+            topics: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { addr: "127.0.0.1:8080".parse().expect("valid address") }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: ByteSize(32 << 20),
+            max_event_bytes: ByteSize(1 << 20),
+            max_events_per_request: 10_000,
+            max_json_depth: 64,
+            max_read_events: 10_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            default_partitions: 4,
+            fsync: FsyncSetting::Always,
+            segment_bytes: ByteSize(128 << 20),
+            segment_max_age: HumanDuration(Duration::from_secs(3600)),
+            retention: Retention(Some(Duration::from_secs(7 * 24 * 3600))),
+            retention_bytes: ByteSize(0),
+            auto_create_topics: false,
+            queue_depth: 256,
+        }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Values given on the command line; they win over the file and the environment.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist when given), then `SLUICE__*` environment variables, then
+    /// `overrides`, and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::FileNotFound(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("SLUICE__").split("__"));
+        if let Some(d) = &overrides.data_dir {
+            fig = fig.merge(Serialized::default("data_dir", d));
+        }
+        if let Some(a) = &overrides.http_addr {
+            fig = fig.merge(Serialized::default("http.addr", a.to_string()));
+        }
+        if let Some(f) = &overrides.log_format {
+            fig = fig.merge(Serialized::default("logging.format", f));
+        }
+        let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, msg: String| Err(ConfigError::Invalid(format!("invalid value for `{key}`: {msg}")));
+        let l = &self.limits;
+        if l.max_body_bytes.0 == 0 {
+            return bad("limits.max_body_bytes", "must be greater than 0".into());
+        }
+        if l.max_event_bytes.0 == 0 || l.max_event_bytes.0 > l.max_body_bytes.0 {
+            return bad(
+                "limits.max_event_bytes",
+                format!("must be between 1 and limits.max_body_bytes ({})", l.max_body_bytes),
+            );
+        }
+        if l.max_event_bytes.0 > 64 << 20 {
+            return bad("limits.max_event_bytes", "must be at most 64MiB".into());
+        }
+        if l.max_events_per_request == 0 {
+            return bad("limits.max_events_per_request", "must be greater than 0".into());
+        }
+        if !(1..=1000).contains(&l.max_json_depth) {
+            return bad("limits.max_json_depth", format!("must be between 1 and 1000 (got {})", l.max_json_depth));
+        }
+        if l.max_read_events == 0 {
+            return bad("limits.max_read_events", "must be greater than 0".into());
+        }
+        let g = &self.log;
+        if !(1..=10_000).contains(&g.default_partitions) {
+            return bad(
+                "log.default_partitions",
+                format!("must be between 1 and 10000 (got {})", g.default_partitions),
+            );
+        }
+        if g.segment_bytes.0 < 1 << 20 {
+            return bad("log.segment_bytes", format!("must be at least 1MiB (got {})", g.segment_bytes));
+        }
+        if g.queue_depth == 0 {
+            return bad("log.queue_depth", "must be greater than 0".into());
+        }
+        if let FsyncSetting::Interval(d) = g.fsync
+            && d.0.is_zero()
+        {
+            return bad("log.fsync", "interval must be greater than 0 (or \"always\")".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.topics.iter().enumerate() {
+            if !seen.insert(&t.name) {
+                return bad(&format!("topics[{i}].name"), format!("topic `{}` is declared twice", t.name));
+            }
+            if let Some(p) = t.partitions
+                && !(1..=10_000).contains(&p)
+            {
+                return bad(&format!("topics[{i}].partitions"), format!("must be between 1 and 10000 (got {p})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, for `sluice config check`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e.metadata.as_ref().map(|m| match &m.source {
+                Some(figment::Source::File(path)) => format!("{} {}", m.name, path.display()),
+                _ => m.name.to_string(),
+            });
+            let mut msg = e.kind.to_string();
+            if let figment::error::Kind::UnknownField(..) = &e.kind {
+                msg = format!("unknown key `{key}`");
+            } else if !key.is_empty() {
+                msg = format!("invalid value for `{key}`: {msg}");
+            }
+            match source {
+                Some(s) if !s.contains("Serialized") => format!("{msg} (in {s})"),
+                _ => msg,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A size in bytes, written as an integer or with a unit: `"512KiB"`, `"32MiB"`, `"1GB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (try \"32MiB\")"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            other => return Err(format!("unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if n >= size && n.is_multiple_of(size) {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}B")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written like `"100ms"`, `"30s"`, `"1h"`, `"7d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(HumanDuration).map_err(|e| {
+            serde::de::Error::custom(format!("`{s}` is not a duration ({e}); try \"500ms\", \"30s\", \"7d\""))
+        })
+    }
+}
+
+/// Retention by age: a duration, or `"forever"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+impl Serialize for Retention {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => s.serialize_str("forever"),
+            Some(d) => HumanDuration(d).serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "forever" {
+            return Ok(Retention(None));
+        }
+        humantime::parse_duration(&s)
+            .map(|d| Retention(Some(d)))
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a duration or \"forever\" ({e})")))
+    }
+}
+
+/// `"always"`, or an interval between fsyncs such as `"100ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncSetting {
+    Always,
+    Interval(HumanDuration),
+}
+
+impl Serialize for FsyncSetting {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FsyncSetting::Always => s.serialize_str("always"),
+            FsyncSetting::Interval(d) => d.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FsyncSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "always" {
+            return Ok(FsyncSetting::Always);
+        }
+        humantime::parse_duration(&s).map(|d| FsyncSetting::Interval(HumanDuration(d))).map_err(|_| {
+            serde::de::Error::custom(format!("`{s}` is neither \"always\" nor an interval such as \"100ms\""))
+        })
+    }
+}
+
+#[cfg(test)]
+// figment's Jail API returns its large error type by value.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    use figment::Jail;
+
+    fn load_str(jail: &mut Jail, toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        jail.create_file("sluice.toml", toml).unwrap();
+        for (k, v) in env {
+            jail.set_env(k, v);
+        }
+        Config::load(Some(Path::new("sluice.toml")), &Overrides::default())
+    }
+
+    fn err(toml: &str, env: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        Jail::expect_with(|jail| {
+            out = load_str(jail, toml, env).unwrap_err().to_string();
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        Jail::expect_with(|_| {
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c, Config::default());
+            assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
+            assert_eq!(c.limits.max_body_bytes, ByteSize(32 << 20));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            let toml = "data_dir = \"/a\"\n[log]\ndefault_partitions = 2\nfsync = \"50ms\"\n[[topics]]\nname = \"t\"\npartitions = 3\n";
+            let env = [("SLUICE__LOG__DEFAULT_PARTITIONS", "6"), ("SLUICE__LIMITS__MAX_BODY_BYTES", "4MiB")];
+            let c = load_str(jail, toml, &env).unwrap();
+            assert_eq!(c.data_dir, PathBuf::from("/a"));
+            assert_eq!(c.log.default_partitions, 6);
+            assert_eq!(c.log.fsync, FsyncSetting::Interval(HumanDuration(Duration::from_millis(50))));
+            assert_eq!(c.limits.max_body_bytes, ByteSize(4 << 20));
+            assert_eq!(c.topics[0].partitions, Some(3));
+            let o = Overrides {
+                data_dir: Some("/b".into()),
+                http_addr: Some("0.0.0.0:9".parse().unwrap()),
+                log_format: Some(LogFormat::Json),
+            };
+            let c = Config::load(Some(Path::new("sluice.toml")), &o).unwrap();
+            assert_eq!(c.data_dir, PathBuf::from("/b"));
+            assert_eq!(c.http.addr.port(), 9);
+            assert_eq!(c.logging.format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err("[log]\nfsynk = \"always\"\n", &[]);
+        assert!(e.contains("log.fsynk") && e.contains("sluice.toml"), "{e}");
+        let e = err("", &[("SLUICE__LIMITS__MAX_BODY", "1")]);
+        assert!(e.contains("limits.max_body") && e.contains("SLUICE__"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = err("[log]\nfsync = \"sometimes\"\n", &[]);
+        assert!(e.contains("log.fsync") && e.contains("sometimes"), "{e}");
+        let e = err("[limits]\nmax_json_depth = 0\n", &[]);
+        assert!(e.contains("limits.max_json_depth"), "{e}");
+        let e = err("[limits]\nmax_body_bytes = \"12 parsecs\"\n", &[]);
+        assert!(e.contains("limits.max_body_bytes"), "{e}");
+        let e = err("[http]\naddr = \"nowhere\"\n", &[]);
+        assert!(e.contains("http.addr"), "{e}");
+        let e = err("[[topics]]\nname = \"a\"\n[[topics]]\nname = \"a\"\n", &[]);
+        assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = Config::load(Some(Path::new("/nonexistent/sluice.toml")), &Overrides::default());
+        assert!(matches!(e, Err(ConfigError::FileNotFound(_))));
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(ByteSize::parse("32MiB").unwrap(), ByteSize(32 << 20));
+        assert_eq!(ByteSize::parse("1000").unwrap(), ByteSize(1000));
+        assert_eq!(ByteSize::parse("2 GB").unwrap(), ByteSize(2_000_000_000));
+        assert!(ByteSize::parse("MiB").is_err());
+        assert_eq!(ByteSize(32 << 20).to_string(), "32MiB");
+        Jail::expect_with(|jail| {
+            let c = load_str(jail, "[log]\nretention = \"forever\"\n", &[]).unwrap();
+            assert_eq!(c.log.retention, Retention(None));
+            // The TOML printed by `config check` loads back to the same config.
+            let printed = Config::default().to_toml();
+            assert_eq!(load_str(jail, &printed, &[]).unwrap(), Config::default());
+            Ok(())
+        });
+    }
+}

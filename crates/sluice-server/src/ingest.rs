@@ -1,0 +1,356 @@
+//! Turning a request body into log records: JSON array or NDJSON, the request limits, and per-event validation.
+//!
+//! Values are not re-serialized: a record's value is a zero-copy slice of the request body holding the event's
+//! `value` exactly as sent.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::{self, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use sluice_config::Limits;
+use sluice_log::Record;
+
+use crate::error::ApiError;
+
+/// One event as posted to `POST /v1/topics/{topic}/events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn<'a> {
+    #[serde(borrow)]
+    value: &'a RawValue,
+    #[serde(default, borrow, deserialize_with = "de_key")]
+    key: Option<KeyIn<'a>>,
+    #[serde(default, borrow, deserialize_with = "de_timestamp")]
+    timestamp: Option<TimestampIn<'a>>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeyIn<'a> {
+    Str(#[serde(borrow)] Cow<'a, str>),
+    Int(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimestampIn<'a> {
+    Millis(i64),
+    Text(#[serde(borrow)] Cow<'a, str>),
+}
+
+fn de_key<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Option<KeyIn<'a>>, D::Error> {
+    Option::<KeyIn>::deserialize(d).map_err(|_| de::Error::custom("`key` must be a string or an integer"))
+}
+
+fn de_timestamp<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Option<TimestampIn<'a>>, D::Error> {
+    Option::<TimestampIn>::deserialize(d)
+        .map_err(|_| de::Error::custom("`timestamp` must be RFC 3339 text or epoch milliseconds"))
+}
+
+/// Parses a request body into records: a JSON array when it starts with `[`, else NDJSON (one event per
+/// non-blank line). Request-level problems (limits, invalid JSON) fail the whole request; an event that is valid
+/// JSON but not a valid event gets its own error.
+pub fn parse_body(body: &Bytes, limits: &Limits, now_ms: i64) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let events = match first {
+        None => return Err(ApiError::bad_request("empty_body", "request body has no events")),
+        Some(b'[') => {
+            let raws = split_array(body, limits.max_events_per_request)?;
+            let mut out = Vec::with_capacity(raws.len());
+            for (i, raw) in raws.into_iter().enumerate() {
+                check_depth(i, raw.get().as_bytes(), limits)?;
+                out.push(event_from(i, serde_json::from_str(raw.get()), body, now_ms, limits)?);
+            }
+            out
+        }
+        Some(_) => parse_ndjson(body, limits, now_ms)?,
+    };
+    if events.is_empty() {
+        return Err(ApiError::bad_request("empty_body", "request body has no events"));
+    }
+    Ok(events)
+}
+
+fn check_depth(index: usize, json: &[u8], limits: &Limits) -> Result<(), ApiError> {
+    let depth = json_depth(json);
+    if depth > limits.max_json_depth {
+        return Err(ApiError::bad_request(
+            "json_too_deep",
+            format!(
+                "event {index} nests {depth} levels deep, over the limit of {} (limits.max_json_depth)",
+                limits.max_json_depth
+            ),
+        ));
+    }
+    Ok(())
+}
+
+const TOO_MANY: &str = "sluice: too many events";
+
+fn too_many(max: usize) -> ApiError {
+    ApiError::payload_too_large(
+        "too_many_events",
+        format!("request has more than {max} events (limits.max_events_per_request)"),
+    )
+}
+
+fn invalid_json(e: &serde_json::Error, line_offset: usize) -> ApiError {
+    ApiError::bad_request(
+        "invalid_json",
+        format!("invalid JSON at line {} column {}: {}", e.line() + line_offset, e.column(), serde_reason(e)),
+    )
+}
+
+/// serde_json's message without its " at line L column C" suffix.
+fn serde_reason(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    msg.split(" at line ").next().unwrap_or(&msg).to_string()
+}
+
+fn split_array(body: &[u8], max: usize) -> Result<Vec<&RawValue>, ApiError> {
+    struct Events(usize);
+    impl<'de> Visitor<'de> for Events {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON array of events")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.0).min(1024));
+            while let Some(v) = seq.next_element::<&'de RawValue>()? {
+                if out.len() == self.0 {
+                    // Stop before buffering more than the limit.
+                    return Err(de::Error::custom(TOO_MANY));
+                }
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let events = de::Deserializer::deserialize_seq(&mut de, Events(max)).and_then(|v| de.end().map(|()| v));
+    events.map_err(|e| if e.to_string().starts_with(TOO_MANY) { too_many(max) } else { invalid_json(&e, 0) })
+}
+
+/// One pass per line: a syntax error is the request's (with its line), a data error is the event's.
+fn parse_ndjson(body: &Bytes, limits: &Limits, now_ms: i64) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
+    let mut out = Vec::new();
+    for (line_no, line) in body.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        if out.len() == limits.max_events_per_request {
+            return Err(too_many(limits.max_events_per_request));
+        }
+        let index = out.len();
+        check_depth(index, line, limits)?;
+        let parsed = serde_json::from_slice::<EventIn>(line);
+        if let Err(e) = &parsed
+            && (e.is_syntax() || e.is_eof())
+        {
+            return Err(invalid_json(e, line_no));
+        }
+        out.push(event_from(index, parsed, body, now_ms, limits)?);
+    }
+    Ok(out)
+}
+
+/// Deepest nesting of arrays and objects in a JSON text (already known to be valid).
+pub fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Builds the record of one parsed event. An oversized event fails the whole request (`Err`); an invalid one
+/// only itself (`Ok(Err)`). `body` is the buffer the event borrows from.
+fn event_from(
+    index: usize,
+    parsed: serde_json::Result<EventIn>,
+    body: &Bytes,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<Result<Record, ApiError>, ApiError> {
+    let invalid = |msg: String| Ok(Err(ApiError::bad_request("invalid_event", format!("event {index}: {msg}"))));
+    let ev = match parsed {
+        Ok(ev) => ev,
+        Err(e) => return invalid(serde_reason(&e)),
+    };
+    let value = ev.value.get();
+    if !value.starts_with('{') {
+        return invalid("`value` must be a JSON object".into());
+    }
+    let key = ev.key.map(|k| match k {
+        KeyIn::Str(s) => Bytes::copy_from_slice(s.as_bytes()),
+        KeyIn::Int(n) => Bytes::from(n.to_string()),
+    });
+    let timestamp = match ev.timestamp {
+        None => now_ms,
+        Some(TimestampIn::Millis(ms)) => ms,
+        Some(TimestampIn::Text(s)) => match chrono::DateTime::parse_from_rfc3339(&s) {
+            Ok(t) => t.timestamp_millis(),
+            Err(e) => return invalid(format!("`timestamp` \"{s}\" is not RFC 3339 or epoch milliseconds: {e}")),
+        },
+    };
+    let headers: Vec<(String, Bytes)> =
+        ev.headers.unwrap_or_default().into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+    let record = Record { timestamp, key, headers, value: slice_of(body, value.as_bytes()) };
+    check_size(index, &record, limits)?;
+    Ok(Ok(record))
+}
+
+/// Rejects an event over `limits.max_event_bytes` (counted as key + value + headers, as Kafka does).
+pub fn check_size(index: usize, record: &Record, limits: &Limits) -> Result<(), ApiError> {
+    let size = record.key.as_ref().map_or(0, |k| k.len())
+        + record.value.len()
+        + record.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if size as u64 > limits.max_event_bytes.0 {
+        return Err(ApiError::payload_too_large(
+            "event_too_large",
+            format!(
+                "event {index} is {size} bytes, over the limit of {} bytes (limits.max_event_bytes)",
+                limits.max_event_bytes.0
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A zero-copy `Bytes` for `part` when it lies inside `body`, else a copy.
+pub fn slice_of(body: &Bytes, part: &[u8]) -> Bytes {
+    let (start, end) = (body.as_ptr() as usize, body.as_ptr() as usize + body.len());
+    let p = part.as_ptr() as usize;
+    if p >= start && p + part.len() <= end { body.slice_ref(part) } else { Bytes::copy_from_slice(part) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn parse(body: &'static [u8], l: &Limits) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
+        parse_body(&Bytes::from_static(body), l, 5)
+    }
+
+    fn one(body: &'static [u8]) -> Result<Record, ApiError> {
+        parse(body, &limits()).unwrap().remove(0)
+    }
+
+    #[test]
+    fn parses_arrays_and_ndjson() {
+        let a = parse(br#" [{"value":{}}, {"value":{"a":[1,2]}}] "#, &limits()).unwrap();
+        assert_eq!(a.len(), 2);
+        let n = parse(b"{\"value\":{}}\n\n{\"value\":{\"b\":1}}\n", &limits()).unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[1].as_ref().unwrap().value, Bytes::from_static(b"{\"b\":1}"));
+    }
+
+    #[test]
+    fn invalid_json_names_line_and_column() {
+        let e = parse(b"{\"value\":{}}\n{\"value\":{]}\n", &limits()).unwrap_err();
+        assert_eq!(e.code, "invalid_json");
+        assert!(e.message.contains("line 2 column"), "{}", e.message);
+        let e = parse(b"[\n{\"value\":{}},\n{\"value\" {}}]", &limits()).unwrap_err();
+        assert!(e.message.contains("line 3 column 10"), "{}", e.message);
+        let e = parse(b"{\"value\":{}", &limits()).unwrap_err();
+        assert_eq!(e.code, "invalid_json", "a truncated line is the request's error");
+    }
+
+    #[test]
+    fn limits_count_and_depth() {
+        let l = Limits { max_events_per_request: 2, max_json_depth: 4, ..limits() };
+        let e = parse(br#"[{"value":{}},{"value":{}},{"value":{}}]"#, &l).unwrap_err();
+        assert_eq!(e.code, "too_many_events");
+        let e = parse(b"{\"value\":{}}\n{\"value\":{}}\n{\"value\":{}}", &l).unwrap_err();
+        assert_eq!(e.code, "too_many_events");
+        assert!(parse(br#"{"value":{"a":{"b":[]}}}"#, &l).is_ok());
+        for body in [&br#"{"value":{"a":{"b":[[]]}}}"#[..], br#"[{"value":{"a":{"b":[[]]}}}]"#] {
+            let e = parse_body(&Bytes::from_static(body), &l, 0).unwrap_err();
+            assert_eq!(e.code, "json_too_deep");
+            assert!(e.message.contains("limits.max_json_depth"));
+        }
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(json_depth(br#"{"a":"{{[[\"]]"}"#), 1);
+        assert_eq!(json_depth(br#"[[{"a":[]}]]"#), 4);
+    }
+
+    #[test]
+    fn parses_events() {
+        let r = one(br#"{"value":{"x":1},"key":"k1","timestamp":"2026-01-02T03:04:05.678Z","headers":{"traceparent":"00-1-2-01"}}"#)
+            .unwrap();
+        assert_eq!(r.value, Bytes::from_static(br#"{"x":1}"#));
+        assert_eq!(r.key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(r.timestamp, 1767323045678);
+        assert_eq!(r.headers[0].0, "traceparent");
+        let r = one(br#"{"value":{},"key":42,"timestamp":1000}"#).unwrap();
+        assert_eq!((r.key.as_deref(), r.timestamp), (Some(&b"42"[..]), 1000));
+        assert_eq!(one(br#"{"value":{}}"#).unwrap().timestamp, 5, "defaults to ingest time");
+    }
+
+    #[test]
+    fn rejects_bad_events_individually() {
+        for (body, needle) in [
+            (&br#"{"value":[1]}"#[..], "must be a JSON object"),
+            (br#"{"key":"k"}"#, "missing field `value`"),
+            (br#"{"value":{},"timestamp":"yesterday"}"#, "not RFC 3339"),
+            (br#"{"value":{},"timestamp":true}"#, "`timestamp` must be"),
+            (br#"{"value":{},"color":"red"}"#, "unknown field `color`"),
+            (br#"{"value":{},"key":{"a":1}}"#, "`key` must be a string or an integer"),
+            (br#"[1]"#, "invalid type"),
+        ] {
+            let mut all = parse_body(&Bytes::from_static(body), &limits(), 0).unwrap();
+            let e = all.remove(0).unwrap_err();
+            assert_eq!(e.code, "invalid_event");
+            assert!(e.message.starts_with("event 0: ") && e.message.contains(needle), "{}", e.message);
+        }
+        let mixed = parse(b"{\"value\":{}}\n{\"value\":7}\n{\"value\":{}}", &limits()).unwrap();
+        assert!(mixed[0].is_ok() && mixed[1].is_err() && mixed[2].is_ok());
+        assert!(mixed[1].as_ref().unwrap_err().message.starts_with("event 1: "));
+    }
+
+    #[test]
+    fn event_size_limit() {
+        let l = Limits { max_event_bytes: sluice_config::ByteSize(10), ..limits() };
+        let e = parse(br#"{"value":{"abcdefgh":1}}"#, &l).unwrap_err();
+        assert_eq!(e.code, "event_too_large");
+        assert!(e.message.contains("limits.max_event_bytes"));
+    }
+
+    #[test]
+    fn values_are_zero_copy_slices_of_the_body() {
+        let body = Bytes::from_static(br#"{"value":{"a":1}}"#);
+        let r = parse_body(&body, &limits(), 0).unwrap().remove(0).unwrap();
+        assert_eq!(r.value.as_ptr(), body[9..].as_ptr());
+    }
+}

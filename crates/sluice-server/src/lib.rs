@@ -1,0 +1,244 @@
+//! The HTTP API of Sluice (axum): ingest, reads, topic administration, the Confluent REST Proxy v2 produce
+//! endpoint, health, readiness and metrics.
+//!
+//! Main items: [`start`] opens the data directory and serves a [`Config`], returning a [`RunningServer`];
+//! [`AppState`] is what handlers share; [`router`] builds the routes; [`ApiError`] is the JSON error shape
+//! (`{"error":{"code","message"}}`). Ingest parsing and limits live in [`ingest`].
+
+pub mod error;
+pub mod ingest;
+mod metrics;
+mod rest_proxy;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use sluice_config::{Config, FsyncSetting, Limits};
+use sluice_log::{EmbeddedLog, FsyncPolicy, LogError, LogOptions, LogStore, StdStorage, Storage, TopicSpec};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use error::ApiError;
+pub use routes::router;
+
+/// What every handler shares.
+pub struct AppState {
+    log: OnceLock<Arc<dyn LogStore>>,
+    pub limits: Limits,
+    pub default_partitions: u32,
+    pub auto_create_topics: bool,
+    ready: AtomicBool,
+    /// Spreads keyless events over partitions.
+    round_robin: AtomicU64,
+    /// Per-instance collectors (the log's per-partition gauges).
+    pub registry: prometheus::Registry,
+}
+
+impl AppState {
+    pub fn new(config: &Config) -> Self {
+        AppState {
+            log: OnceLock::new(),
+            limits: config.limits.clone(),
+            default_partitions: config.log.default_partitions,
+            auto_create_topics: config.log.auto_create_topics,
+            ready: AtomicBool::new(false),
+            round_robin: AtomicU64::new(0),
+            registry: prometheus::Registry::new(),
+        }
+    }
+
+    /// Installs the log once recovery is done; requests that need it get 503 until then.
+    pub fn set_log(&self, log: Arc<dyn LogStore>) {
+        let _ = self.log.set(log);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn log(&self) -> Result<&Arc<dyn LogStore>, ApiError> {
+        self.log.get().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the server is still recovering its data directory",
+            )
+        })
+    }
+
+    pub(crate) fn next_round_robin(&self, n: u64) -> u64 {
+        self.round_robin.fetch_add(n, Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    DataDir(std::io::Error),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The log options a config asks for.
+pub fn log_options(config: &Config) -> LogOptions {
+    let g = &config.log;
+    LogOptions {
+        fsync: match g.fsync {
+            FsyncSetting::Always => FsyncPolicy::Always,
+            FsyncSetting::Interval(d) => FsyncPolicy::Interval(d.0),
+        },
+        segment_bytes: g.segment_bytes.0,
+        segment_max_age: g.segment_max_age.0,
+        retention: g.retention.0,
+        retention_bytes: (g.retention_bytes.0 > 0).then_some(g.retention_bytes.0),
+        queue_depth: g.queue_depth,
+        // A batch is at most one request's events, each at most max_event_bytes plus framing.
+        max_batch_bytes: (config.limits.max_body_bytes.0 * 2).max(64 << 20),
+        ..LogOptions::default()
+    }
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish, then closes the log (draining its writers).
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits for the server to stop (after `shutdown`, or on a fatal start-up error).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Config(format!("server task failed: {e}"))),
+        }
+    }
+
+    /// A handle that triggers shutdown when dropped or sent to.
+    pub fn take_shutdown(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+/// Binds the HTTP port (so `/healthz` answers at once), recovers the log under `config.data_dir`, creates the
+/// topics the config declares, then reports ready. Returns once the port is bound; recovery continues in the
+/// background and a failure there ends the server with an error (see [`RunningServer::wait`]).
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    start_with_storage(config, Arc::new(StdStorage)).await
+}
+
+/// [`start`] on a chosen storage backend for the log (tests inject faults with `SimStorage`).
+pub async fn start_with_storage(config: Config, storage: Arc<dyn Storage>) -> Result<RunningServer, ServerError> {
+    let lock = sluice_log::lock_data_dir(&config.data_dir).map_err(ServerError::DataDir)?;
+    let listener = TcpListener::bind(config.http.addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.http.addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.http.addr, source })?;
+    let state = Arc::new(AppState::new(&config));
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = router(state.clone());
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        let _lock = lock;
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        let server = tokio::spawn(async move { serve.await });
+        let log = match open_log(&config, storage, &st).await {
+            Ok(log) => log,
+            Err(e) => {
+                server.abort();
+                return Err(e);
+            }
+        };
+        tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), "sluice is ready");
+        let result = server.await;
+        st.set_ready(false);
+        drop(log);
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServerError::Bind { addr: local_addr, source: e }),
+            Err(e) => Err(ServerError::Config(format!("http server task failed: {e}"))),
+        }
+    });
+    Ok(RunningServer { local_addr, state, shutdown: Some(tx), task })
+}
+
+async fn open_log(
+    config: &Config,
+    storage: Arc<dyn Storage>,
+    state: &Arc<AppState>,
+) -> Result<EmbeddedLog, ServerError> {
+    let root = config.data_dir.join("log");
+    let opts = log_options(config);
+    let started = std::time::Instant::now();
+    let (log, reports) = tokio::task::spawn_blocking(move || EmbeddedLog::open(root, storage, opts))
+        .await
+        .map_err(|e| ServerError::Config(format!("log recovery task failed: {e}")))??;
+    let truncated: u64 = reports.iter().map(|(_, _, r)| r.truncated_bytes).sum();
+    tracing::info!(
+        partitions = reports.len(),
+        truncated_bytes = truncated,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "log recovered"
+    );
+    state.registry.register(Box::new(log.collector())).map_err(|e| ServerError::Config(e.to_string()))?;
+    let shared: Arc<dyn LogStore> = Arc::new(log.clone());
+    ensure_topics(config, &*shared).await?;
+    state.set_log(shared);
+    state.set_ready(true);
+    Ok(log)
+}
+
+/// Creates the topics declared in the config that do not exist yet.
+async fn ensure_topics(config: &Config, log: &dyn LogStore) -> Result<(), ServerError> {
+    for t in &config.topics {
+        let partitions = t.partitions.unwrap_or(config.log.default_partitions);
+        match log.topic(&t.name).await {
+            Ok(info) if info.partitions != partitions => {
+                return Err(ServerError::Config(format!(
+                    "topic `{}` has {} partitions on disk but the config declares {partitions}; partition counts cannot change",
+                    t.name, info.partitions
+                )));
+            }
+            Ok(_) => {}
+            Err(LogError::TopicNotFound(_)) => {
+                let spec = TopicSpec {
+                    name: t.name.clone(),
+                    partitions,
+                    retention: t.retention.map(|r| r.0.unwrap_or(std::time::Duration::MAX)),
+                    retention_bytes: t.retention_bytes.map(|b| b.0).filter(|&b| b > 0),
+                };
+                log.create_topic(spec).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// True when `dir` looks like a Sluice data directory (for tools that open it offline).
+pub fn is_data_dir(dir: &Path) -> bool {
+    dir.join("log").join("topics").is_dir()
+}

@@ -1,0 +1,56 @@
+//! Ingest and API metrics. Labels are bounded: topic (existing topics only), API, status class, reason.
+
+use std::sync::LazyLock;
+
+use prometheus::{HistogramVec, IntCounterVec, exponential_buckets, register_histogram_vec, register_int_counter_vec};
+
+pub(crate) static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_http_requests_total",
+        "HTTP requests by route and status code.",
+        &["route", "status"]
+    )
+    .expect("metric registers once")
+});
+
+pub(crate) static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "sluice_http_request_duration_seconds",
+        "HTTP request latency by route (for ingest: until the batch is durable).",
+        &["route"],
+        exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
+pub(crate) static INGEST_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("sluice_ingest_events_total", "Events acknowledged by ingest, per topic.", &["topic"])
+        .expect("metric registers once")
+});
+
+pub(crate) static INGEST_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_ingest_bytes_total",
+        "Request body bytes of ingest requests, per topic.",
+        &["topic"]
+    )
+    .expect("metric registers once")
+});
+
+pub(crate) static INGEST_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_ingest_rejected_events_total",
+        "Events rejected by ingest, by reason (invalid_event, storage errors).",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+pub(crate) static INGEST_REJECTED_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_ingest_rejected_requests_total",
+        "Whole ingest requests rejected, by reason (limit hit, invalid JSON, unknown topic, ...).",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});

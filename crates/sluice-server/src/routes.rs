@@ -1,0 +1,464 @@
+//! Routes and handlers of the `/v1` API, health and metrics.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+use sluice_log::{LogError, LogStore, Record, TopicInfo, TopicSpec, partitioner};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::ApiError;
+use crate::{AppState, ingest, metrics, rest_proxy};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/topics", get(list_topics).post(create_topic))
+        .route("/v1/topics/{topic}", get(describe_topic).delete(delete_topic))
+        .route("/v1/topics/{topic}/events", get(read_events).post(produce))
+        .route("/topics", get(rest_proxy::list_topics))
+        .route("/topics/{topic}", axum::routing::post(rest_proxy::produce))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(track))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error (logged)").into_response()
+        }))
+        .with_state(state)
+}
+
+/// Counts every request by route and status and times it.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let label = format!("{method} {route}");
+    metrics::REQUEST_SECONDS.with_label_values(&[&label]).observe(started.elapsed().as_secs_f64());
+    metrics::REQUESTS.with_label_values(&[&label, resp.status().as_str()]).inc();
+    resp
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found("not_found", format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "recovering the data directory").into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let text = sluice_telemetry::render_metrics(&[&state.registry]);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
+}
+
+/// Reads a request body of at most `limit` bytes without ever buffering more than that.
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> ApiResult<Bytes> {
+    let too_large = |size: Option<u64>| {
+        let size = size.map_or_else(|| "over".to_string(), |s| format!("{s} bytes,"));
+        ApiError::payload_too_large(
+            "body_too_large",
+            format!("request body is {size} over the limit of {limit} bytes (limits.max_body_bytes)"),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if let Some(len) = declared
+        && len > limit
+    {
+        return Err(too_large(Some(len)));
+    }
+    let limited = http_body_util::Limited::new(body, limit as usize);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(None)),
+        Err(e) => Err(ApiError::bad_request("body_unreadable", format!("could not read the request body: {e}"))),
+    }
+}
+
+/// The topic, created on first use when `log.auto_create_topics` is set.
+pub(crate) async fn resolve_topic(state: &AppState, topic: &str) -> ApiResult<TopicInfo> {
+    let log = state.log()?;
+    match log.topic(topic).await {
+        Ok(info) => Ok(info),
+        Err(LogError::TopicNotFound(_)) if state.auto_create_topics => {
+            match log.create_topic(TopicSpec::new(topic, state.default_partitions)).await {
+                Ok(info) => Ok(info),
+                Err(LogError::TopicExists(_)) => Ok(log.topic(topic).await?),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where each event of a request ended up.
+pub(crate) struct Outcome {
+    pub results: Vec<Result<(u32, u64), ApiError>>,
+    /// The first storage failure, which decides the response status.
+    pub storage_error: Option<ApiError>,
+}
+
+/// Partitions the accepted events (explicit partition, else Kafka's murmur2 of the key, else round-robin),
+/// appends each partition's share as one batch, all partitions concurrently, and waits until all are durable.
+pub(crate) async fn append_events(
+    state: &AppState,
+    info: &TopicInfo,
+    items: Vec<Result<(Record, Option<u32>), ApiError>>,
+) -> ApiResult<Outcome> {
+    let log = state.log()?;
+    let n = info.partitions;
+    let keyless = items.iter().filter(|i| matches!(i, Ok((r, None)) if r.key.is_none())).count() as u64;
+    let mut rr = state.next_round_robin(keyless);
+    let mut groups: Vec<(Vec<usize>, Vec<Record>)> = (0..n).map(|_| (Vec::new(), Vec::new())).collect();
+    // `None` until the event's partition has answered.
+    let mut results: Vec<Option<Result<(u32, u64), ApiError>>> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Err(e) => results.push(Some(Err(e))),
+            Ok((record, partition)) => {
+                let p = match (partition, &record.key) {
+                    (Some(p), _) if p >= n => {
+                        results.push(Some(Err(ApiError::not_found(
+                            "partition_not_found",
+                            format!("event {i}: partition {p} not found: topic `{}` has {n} partitions", info.name),
+                        ))));
+                        continue;
+                    }
+                    (Some(p), _) => p,
+                    (None, Some(k)) => partitioner::partition_for_key(k, n),
+                    (None, None) => {
+                        rr += 1;
+                        ((rr - 1) % n as u64) as u32
+                    }
+                };
+                results.push(None);
+                groups[p as usize].0.push(i);
+                groups[p as usize].1.push(record);
+            }
+        }
+    }
+    let appends = groups.into_iter().enumerate().filter(|(_, (idx, _))| !idx.is_empty()).map(|(p, (idx, recs))| {
+        let log: &Arc<dyn LogStore> = log;
+        async move { (p as u32, idx, log.append(&info.name, p as u32, recs).await) }
+    });
+    let mut storage_error = None;
+    let mut accepted = 0u64;
+    for (p, idx, result) in futures::future::join_all(appends).await {
+        match result {
+            Ok(ack) => {
+                accepted += idx.len() as u64;
+                for (k, i) in idx.into_iter().enumerate() {
+                    results[i] = Some(Ok((p, ack.base_offset + k as u64)));
+                }
+            }
+            Err(e) => {
+                metrics::INGEST_REJECTED.with_label_values(&[e.code()]).inc_by(idx.len() as u64);
+                let err = ApiError::from(e);
+                for i in idx {
+                    results[i] = Some(Err(err.clone()));
+                }
+                storage_error.get_or_insert(err);
+            }
+        }
+    }
+    metrics::INGEST_EVENTS.with_label_values(&[&info.name]).inc_by(accepted);
+    let results = results.into_iter().map(|r| r.expect("every accepted event was in one partition's batch")).collect();
+    Ok(Outcome { results, storage_error })
+}
+
+async fn produce(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match produce_inner(&state, &topic, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::INGEST_REJECTED_REQUESTS.with_label_values(&[e.code]).inc();
+            e.into_response()
+        }
+    }
+}
+
+async fn produce_inner(state: &AppState, topic: &str, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+    let limits = &state.limits;
+    let body = read_body(headers, body, limits.max_body_bytes.0).await?;
+    let info = resolve_topic(state, topic).await?;
+    metrics::INGEST_BYTES.with_label_values(&[&info.name]).inc_by(body.len() as u64);
+    let parsed = ingest::parse_body(&body, limits, sluice_log::now_ms())?;
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let items: Vec<_> = parsed
+        .into_iter()
+        .map(|item| match item {
+            Ok(mut record) => {
+                if let Some(tp) = traceparent
+                    && !record.headers.iter().any(|(k, _)| k == "traceparent")
+                {
+                    record.headers.push(("traceparent".into(), Bytes::copy_from_slice(tp.as_bytes())));
+                }
+                Ok((record, None))
+            }
+            Err(e) => {
+                metrics::INGEST_REJECTED.with_label_values(&[e.code]).inc();
+                Err(e)
+            }
+        })
+        .collect();
+    let outcome = append_events(state, &info, items).await?;
+    let rejected = outcome.results.iter().filter(|r| r.is_err()).count();
+    let out = ProduceOut {
+        accepted: outcome.results.len() - rejected,
+        rejected,
+        results: outcome
+            .results
+            .iter()
+            .map(|r| match r {
+                Ok((partition, offset)) => EventResult::Stored { partition: *partition, offset: *offset },
+                Err(e) => EventResult::Failed { error: ErrorBody::of(e) },
+            })
+            .collect(),
+        error: outcome.storage_error.as_ref().map(ErrorBody::of),
+    };
+    let status = outcome.storage_error.as_ref().map_or(StatusCode::OK, |e| e.status);
+    Ok((status, Json(out)).into_response())
+}
+
+#[derive(Serialize)]
+struct ProduceOut<'a> {
+    accepted: usize,
+    rejected: usize,
+    results: Vec<EventResult<'a>>,
+    /// Set when a partition failed to store its events; the status code is that failure's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EventResult<'a> {
+    Stored { partition: u32, offset: u64 },
+    Failed { error: ErrorBody<'a> },
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl<'a> ErrorBody<'a> {
+    fn of(e: &'a ApiError) -> Self {
+        ErrorBody { code: e.code, message: &e.message }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    partition: Option<u32>,
+    offset: Option<u64>,
+    from_time: Option<String>,
+    limit: Option<usize>,
+    /// Long poll: wait up to this long for new events when none are available.
+    wait_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct EventOut<'a> {
+    partition: u32,
+    offset: u64,
+    timestamp: String,
+    key: Option<Cow<'a, str>>,
+    headers: BTreeMap<&'a str, Cow<'a, str>>,
+    value: Cow<'a, RawValue>,
+}
+
+#[derive(Serialize)]
+struct ReadOut<'a> {
+    events: Vec<EventOut<'a>>,
+    next_offset: u64,
+    high_watermark: u64,
+}
+
+/// Parses RFC 3339 text or epoch milliseconds.
+pub(crate) fn parse_time(s: &str) -> Option<i64> {
+    s.parse::<i64>().ok().or_else(|| chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis()))
+}
+
+pub(crate) fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+async fn read_events(State(state): State<Arc<AppState>>, Path(topic): Path<String>, uri: Uri) -> ApiResult<Response> {
+    let q: ReadQuery =
+        axum::extract::Query::try_from_uri(&uri).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?.0;
+    let log = state.log()?;
+    let info = log.topic(&topic).await?;
+    let partition = match q.partition {
+        Some(p) => p,
+        None if info.partitions == 1 => 0,
+        None => {
+            return Err(ApiError::bad_request(
+                "missing_partition",
+                format!("topic `{topic}` has {} partitions: give `partition`", info.partitions),
+            ));
+        }
+    };
+    let max = state.limits.max_read_events;
+    let limit = q.limit.unwrap_or(100.min(max));
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {max} (limits.max_read_events), got {limit}"),
+        ));
+    }
+    let from = match (q.offset, &q.from_time) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("invalid_query", "give either `offset` or `from_time`, not both"));
+        }
+        (Some(o), None) => o,
+        (None, Some(t)) => {
+            let ts = parse_time(t).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("`from_time` \"{t}\" is not RFC 3339 or epoch ms"))
+            })?;
+            log.offset_for_time(&topic, partition, ts).await?
+        }
+        (None, None) => {
+            let d = log.describe_topic(&topic).await?;
+            d.partition_details.get(partition as usize).map_or(0, |p| p.log_start_offset)
+        }
+    };
+    let mut result = log.read(&topic, partition, from, limit, 16 << 20).await?;
+    if result.records.is_empty()
+        && let Some(wait) = q.wait_ms.filter(|&w| w > 0)
+    {
+        log.wait_for(&topic, partition, from, Duration::from_millis(wait.min(30_000))).await?;
+        result = log.read(&topic, partition, from, limit, 16 << 20).await?;
+    }
+    let events = result
+        .records
+        .iter()
+        .map(|r| EventOut {
+            partition,
+            offset: r.offset,
+            timestamp: format_time(r.timestamp),
+            key: r.key.as_ref().map(|k| String::from_utf8_lossy(k)),
+            headers: r
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), String::from_utf8_lossy(v))).filter(|_| !k.is_empty()))
+                .collect(),
+            value: json_value(&r.value),
+        })
+        .collect();
+    let out = ReadOut { events, next_offset: result.next_offset, high_watermark: result.high_watermark };
+    Ok(Json(out).into_response())
+}
+
+/// A stored value as JSON: as-is when it is JSON (always, for JSON ingest), else as a string.
+fn json_value(bytes: &[u8]) -> Cow<'_, RawValue> {
+    match serde_json::from_slice::<&RawValue>(bytes) {
+        Ok(raw) => Cow::Borrowed(raw),
+        Err(_) => {
+            let s = serde_json::to_string(&String::from_utf8_lossy(bytes)).expect("a string serializes");
+            Cow::Owned(RawValue::from_string(s).expect("a JSON string is valid JSON"))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTopic {
+    name: String,
+    partitions: Option<u32>,
+    /// `"7d"`, `"12h"`, or `"forever"`.
+    retention: Option<String>,
+    retention_bytes: Option<u64>,
+}
+
+async fn create_topic(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let body = read_body(&headers, body, 64 << 10).await?;
+    let req: CreateTopic = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid topic request: {e}")))?;
+    let retention = match req.retention.as_deref() {
+        None => None,
+        Some("forever") => Some(Duration::MAX),
+        Some(s) => Some(humantime_parse(s)?),
+    };
+    let spec = TopicSpec {
+        name: req.name,
+        partitions: req.partitions.unwrap_or(state.default_partitions),
+        retention,
+        retention_bytes: req.retention_bytes,
+    };
+    let info = state.log()?.create_topic(spec).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+fn humantime_parse(s: &str) -> ApiResult<Duration> {
+    humantime::parse_duration(s).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("retention \"{s}\" is not a duration like \"7d\" or \"forever\""),
+        )
+    })
+}
+
+async fn list_topics(State(state): State<Arc<AppState>>) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(json!({"topics": state.log()?.list_topics().await?})))
+}
+
+async fn describe_topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> ApiResult<Response> {
+    Ok(Json(state.log()?.describe_topic(&topic).await?).into_response())
+}
+
+async fn delete_topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> ApiResult<Response> {
+    state.log()?.delete_topic(&topic).await?;
+    Ok(Json(json!({"deleted": topic})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(parse_time("1000"), Some(1000));
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(format_time(1500), "1970-01-01T00:00:01.500Z");
+    }
+}

@@ -1,0 +1,353 @@
+//! Commands that talk to a running server over its HTTP API: produce, tail, topics.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+#[derive(Args, Clone)]
+pub struct ServerArg {
+    /// Base URL of the sluice server.
+    #[arg(long, env = "SLUICE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+}
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    /// Topic to produce to.
+    topic: String,
+    /// Read events from this file instead of stdin.
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// Each input object is an event's value (no envelope).
+    #[arg(long)]
+    values: bool,
+    /// Events per request.
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+#[derive(Args)]
+pub struct TailArgs {
+    /// Topic to read.
+    topic: String,
+    /// Only this partition (default: all).
+    #[arg(long, short)]
+    partition: Option<u32>,
+    /// Start at this offset (in every partition read).
+    #[arg(long, conflicts_with_all = ["from_time", "from_end"])]
+    offset: Option<u64>,
+    /// Start at the first event with event time at or after this (RFC 3339 or epoch ms).
+    #[arg(long, conflicts_with = "from_end")]
+    from_time: Option<String>,
+    /// Start at the end: only events produced from now on.
+    #[arg(long)]
+    from_end: bool,
+    /// Keep waiting for new events.
+    #[arg(long, short)]
+    follow: bool,
+    /// Stop after this many events.
+    #[arg(long, short = 'n')]
+    limit: Option<u64>,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+#[derive(Subcommand)]
+pub enum TopicsCommand {
+    /// Create a topic.
+    #[command(after_help = "Example:\n  sluice topics create http_requests --partitions 4 --retention 7d")]
+    Create {
+        name: String,
+        /// Partitions (default: the server's log.default_partitions).
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Retention by age, like 7d or 12h, or "forever" (default: the server's log.retention).
+        #[arg(long)]
+        retention: Option<String>,
+        /// Retention by size per partition, in bytes.
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List topics.
+    #[command(after_help = "Example:\n  sluice topics list")]
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Show a topic's partitions: offsets, size, segments, writability.
+    #[command(after_help = "Example:\n  sluice topics describe http_requests")]
+    Describe {
+        name: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Delete a topic and all its data.
+    #[command(after_help = "Example:\n  sluice topics delete http_requests")]
+    Delete {
+        name: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("http client builds")
+}
+
+/// Sends a request and returns the JSON body, turning API errors into their message.
+async fn call(req: reqwest::RequestBuilder, server: &str) -> Result<(reqwest::StatusCode, Value)> {
+    let resp = req.send().await.with_context(|| format!("cannot reach the sluice server at {server}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() && body.get("results").is_none() {
+        let msg = body["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
+        bail!("{msg} (HTTP {})", status.as_u16());
+    }
+    Ok((status, body))
+}
+
+fn url(server: &str, path: &str) -> String {
+    format!("{}{path}", server.trim_end_matches('/'))
+}
+
+pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let input: Box<dyn BufRead + Send> = match &args.file {
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<String>>(4);
+    let values = args.values;
+    let batch = args.batch_size;
+    // Reading and batching is blocking I/O: keep it off the runtime.
+    let reader = tokio::task::spawn_blocking(move || batches(input, values, batch, &tx));
+    let client = http();
+    let target = url(&args.server.server, &format!("/v1/topics/{}/events", args.topic));
+    let (mut sent, mut accepted, mut rejected) = (0u64, 0u64, 0u64);
+    while let Some(body) = rx.recv().await {
+        let body = body?;
+        let req = client.post(&target).header("content-type", "application/x-ndjson").body(body);
+        let (_, resp) = call(req, &args.server.server).await?;
+        for (i, r) in resp["results"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+            if let Some(msg) = r["error"]["message"].as_str() {
+                eprintln!("event {}: {msg}", sent + i as u64);
+            }
+        }
+        let n = resp["results"].as_array().map_or(0, |a| a.len() as u64);
+        sent += n;
+        accepted += resp["accepted"].as_u64().unwrap_or(0);
+        rejected += resp["rejected"].as_u64().unwrap_or(0);
+        if let Some(msg) = resp["error"]["message"].as_str() {
+            bail!("{msg} ({accepted} events stored before the failure)");
+        }
+    }
+    reader.await.context("input reader failed")??;
+    eprintln!("produced {accepted} events to {} ({rejected} rejected)", args.topic);
+    Ok(if rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Splits the input into NDJSON bodies of `batch` events each.
+fn batches(
+    mut input: Box<dyn BufRead + Send>,
+    values: bool,
+    batch: usize,
+    tx: &tokio::sync::mpsc::Sender<Result<String>>,
+) -> Result<()> {
+    let wrap = |event: &str| if values { format!("{{\"value\":{event}}}\n") } else { format!("{event}\n") };
+    let mut first = [0u8; 1];
+    // Peek past whitespace to tell a JSON array from NDJSON.
+    let mut lead = Vec::new();
+    loop {
+        if input.read(&mut first)? == 0 {
+            return Ok(());
+        }
+        if !first[0].is_ascii_whitespace() {
+            lead.push(first[0]);
+            break;
+        }
+    }
+    let mut buf = String::new();
+    let mut count = 0;
+    let flush = |buf: &mut String, count: &mut usize| -> Result<()> {
+        if *count > 0 {
+            tx.blocking_send(Ok(std::mem::take(buf))).map_err(|_| anyhow::anyhow!("producer stopped"))?;
+            *count = 0;
+        }
+        Ok(())
+    };
+    if lead[0] == b'[' {
+        let mut rest = Vec::new();
+        input.read_to_end(&mut rest)?;
+        lead.extend(rest);
+        let events: Vec<Box<RawValue>> = serde_json::from_slice(&lead).context("input is not a valid JSON array")?;
+        for e in events {
+            buf.push_str(&wrap(e.get()));
+            count += 1;
+            if count == batch {
+                flush(&mut buf, &mut count)?;
+            }
+        }
+    } else {
+        let mut line = String::from_utf8(lead).context("input is not UTF-8")?;
+        let mut rest = String::new();
+        input.read_line(&mut rest)?;
+        line.push_str(&rest);
+        loop {
+            let trimmed = line.trim();
+            if !trimmed.is_empty() {
+                buf.push_str(&wrap(trimmed));
+                count += 1;
+                if count == batch {
+                    flush(&mut buf, &mut count)?;
+                }
+            }
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                break;
+            }
+        }
+    }
+    flush(&mut buf, &mut count)
+}
+
+pub async fn tail(args: TailArgs) -> Result<()> {
+    let client = http();
+    let server = &args.server.server;
+    let (_, desc) = call(client.get(url(server, &format!("/v1/topics/{}", args.topic))), server).await?;
+    let partitions: Vec<(u32, u64)> = desc["partition_details"]
+        .as_array()
+        .context("unexpected describe response")?
+        .iter()
+        .map(|p| (p["partition"].as_u64().unwrap_or(0) as u32, p["high_watermark"].as_u64().unwrap_or(0)))
+        .filter(|(p, _)| args.partition.is_none_or(|want| want == *p))
+        .collect();
+    if partitions.is_empty() {
+        bail!("topic `{}` has no partition {}", args.topic, args.partition.unwrap_or(0));
+    }
+    // Per partition: the next query (offset, or from_time for the first read).
+    let mut cursors: Vec<(u32, Option<u64>)> =
+        partitions.iter().map(|&(p, hw)| (p, if args.from_end { Some(hw) } else { args.offset })).collect();
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    let single = cursors.len() == 1;
+    loop {
+        let mut got_any = false;
+        for (p, next) in cursors.iter_mut() {
+            let mut q = format!("/v1/topics/{}/events?partition={p}&limit=1000", args.topic);
+            match (*next, &args.from_time) {
+                (Some(o), _) => q.push_str(&format!("&offset={o}")),
+                (None, Some(t)) => q.push_str(&format!("&from_time={}", urlencode(t))),
+                (None, None) => {}
+            }
+            if args.follow && single {
+                q.push_str("&wait_ms=1000");
+            }
+            let (_, resp) = call(client.get(url(server, &q)), server).await?;
+            let events = resp["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let mut out = stdout.lock();
+            for e in events {
+                if args.limit.is_some_and(|l| printed >= l) {
+                    return Ok(());
+                }
+                writeln!(out, "{e}")?;
+                printed += 1;
+            }
+            got_any |= !events.is_empty();
+            *next = resp["next_offset"].as_u64().or(*next);
+        }
+        if args.limit.is_some_and(|l| printed >= l) {
+            return Ok(());
+        }
+        if !got_any {
+            if !args.follow {
+                return Ok(());
+            }
+            if !single {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn topics(cmd: TopicsCommand) -> Result<()> {
+    let client = http();
+    match cmd {
+        TopicsCommand::Create { name, partitions, retention, retention_bytes, server } => {
+            let mut body = serde_json::json!({"name": name});
+            if let Some(p) = partitions {
+                body["partitions"] = p.into();
+            }
+            if let Some(r) = retention {
+                body["retention"] = r.into();
+            }
+            if let Some(b) = retention_bytes {
+                body["retention_bytes"] = b.into();
+            }
+            let (_, info) = call(client.post(url(&server.server, "/v1/topics")).json(&body), &server.server).await?;
+            println!("created topic {} with {} partitions", info["name"].as_str().unwrap_or(&name), info["partitions"]);
+        }
+        TopicsCommand::List { server } => {
+            let (_, resp) = call(client.get(url(&server.server, "/v1/topics")), &server.server).await?;
+            println!("{:<40} {:>10} {:>14}", "TOPIC", "PARTITIONS", "RETENTION");
+            for t in resp["topics"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let retention = t["retention_ms"].as_u64().map_or("forever".to_string(), |ms| {
+                    humantime::format_duration(Duration::from_millis(ms)).to_string()
+                });
+                println!(
+                    "{:<40} {:>10} {:>14}",
+                    t["name"].as_str().unwrap_or(""),
+                    t["partitions"].to_string(),
+                    retention
+                );
+            }
+        }
+        TopicsCommand::Describe { name, server } => {
+            let (_, d) = call(client.get(url(&server.server, &format!("/v1/topics/{name}"))), &server.server).await?;
+            println!("topic {name}: {} partitions", d["partitions"]);
+            println!(
+                "{:>9} {:>14} {:>14} {:>14} {:>9} {:>9}",
+                "PARTITION", "START", "END", "BYTES", "SEGMENTS", "WRITABLE"
+            );
+            for p in d["partition_details"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                let f = |k: &str| p[k].to_string();
+                println!(
+                    "{:>9} {:>14} {:>14} {:>14} {:>9} {:>9}",
+                    f("partition"),
+                    f("log_start_offset"),
+                    f("high_watermark"),
+                    f("size_bytes"),
+                    f("segments"),
+                    f("writable")
+                );
+            }
+        }
+        TopicsCommand::Delete { name, server } => {
+            call(client.delete(url(&server.server, &format!("/v1/topics/{name}"))), &server.server).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! `sluice`: one binary that is a whole event pipeline. `sluice serve` runs it; the other commands are clients
+//! of a running server (`--server`, default http://127.0.0.1:8080) or tools over a data directory.
+
+mod client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sluice_config::{Config, LogFormat, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "One binary that is a whole event pipeline: durable log, stream jobs, \
+    time-series store, search and metrics.",
+    after_help = "Start here:\n  sluice serve\n  sluice topics create \
+    http_requests --partitions 4\n  echo '{\"value\":{\"status\":500}}' | sluice produce http_requests\n  \
+    sluice tail http_requests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline: HTTP API, durable log, everything in one process on one data directory.
+    #[command(after_help = "Examples:\n  sluice serve\n  sluice serve --config sluice.toml\n  \
+        sluice serve --data-dir /var/lib/sluice --http-addr 0.0.0.0:8080\n  SLUICE__LOG__FSYNC=10ms sluice serve")]
+    Serve(ServeArgs),
+    /// Send events from a file or stdin (a JSON array or NDJSON, one event per line) to a topic.
+    #[command(after_help = "Each event is {\"value\":{...},\"key\":\"...\",\"timestamp\":\"...\",\"headers\":{...}}; \
+        with --values each input object is the value itself.\n\nExamples:\n  \
+        sluice produce http_requests --file events.ndjson\n  \
+        echo '{\"service\":\"api\",\"status\":503}' | sluice produce http_requests --values")]
+    Produce(client::ProduceArgs),
+    /// Print a topic's events as NDJSON: from an offset, from a time, or following new events.
+    #[command(after_help = "Examples:\n  sluice tail http_requests\n  sluice tail http_requests --partition 2 \
+        --offset 1000 --limit 10\n  sluice tail http_requests --from-time 2026-11-28T10:00:00Z\n  \
+        sluice tail http_requests --from-end --follow")]
+    Tail(client::TailArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topics(client::TopicsCommand),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Load generators and measurements.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML config file (see `sluice config check`); SLUICE__SECTION__KEY variables override it.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where all data lives [default: ./sluice-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Log lines as text or JSON objects.
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    fn load(&self) -> Result<Config> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            http_addr: self.http_addr,
+            log_format: self.log_format.as_deref().map(|f| if f == "json" { LogFormat::Json } else { LogFormat::Text }),
+        };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration exactly as `serve` would, report errors, and print the effective config.
+    #[command(after_help = "Examples:\n  sluice config check\n  sluice config check --config sluice.toml\n  \
+        SLUICE__LOG__DEFAULT_PARTITIONS=8 sluice config check")]
+    Check(ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Produce realistic HTTP-request-log events to a running server and report throughput and ack latency.
+    #[command(after_help = "Examples:\n  sluice bench ingest --duration 60s\n  \
+        sluice bench ingest --rate 10000 --connections 4 --duration 30s")]
+    Ingest(sluice_bench::IngestArgs),
+    /// Read a partition sequentially from offset 0 straight from a data directory (server stopped).
+    #[command(after_help = "Example:\n  sluice bench read --data-dir ./sluice-data --topic bench")]
+    Read(sluice_bench::ReadArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await?,
+        Command::Produce(args) => return client::produce(args).await,
+        Command::Tail(args) => client::tail(args).await?,
+        Command::Topics(cmd) => client::topics(cmd).await?,
+        Command::Config(ConfigCommand::Check(args)) => {
+            let config = args.load()?;
+            println!("# config ok\n{}", config.to_toml());
+        }
+        Command::Bench(BenchCommand::Ingest(args)) => sluice_bench::ingest(args).await?,
+        Command::Bench(BenchCommand::Read(args)) => sluice_bench::read(args).await?,
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.load()?;
+    sluice_telemetry::init_logging(config.logging.format == LogFormat::Json, &config.logging.level)
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), addr = %config.http.addr,
+        data_dir = %config.data_dir.display(), "starting sluice");
+    let mut server = sluice_server::start(config).await.context("cannot start")?;
+    let shutdown = server.take_shutdown();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        if let Some(tx) = shutdown {
+            let _ = tx.send(());
+        }
+    });
+    server.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
