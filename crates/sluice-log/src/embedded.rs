@@ -128,6 +128,16 @@ impl EmbeddedLog {
         LogCollector::new(Arc::downgrade(&self.inner))
     }
 
+    /// Waits until every acknowledged append is durable; call before exit under an fsync interval.
+    pub async fn sync_all(&self) {
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
+        for t in topics {
+            for p in &t.partitions {
+                p.sync().await;
+            }
+        }
+    }
+
     /// Runs retention on every partition now (it also runs in the background every minute).
     pub fn apply_retention(&self) -> Result<usize, LogError> {
         self.inner.apply_retention(now_ms())

@@ -27,8 +27,8 @@ pub(crate) enum WriterOp {
         batch: EncodedBatch,
         reply: oneshot::Sender<Result<AppendAck, LogError>>,
     },
-    /// Sync now if anything is unsynced (interval policy).
-    Flush,
+    /// Sync now if anything is unsynced (interval policy); answer once synced, when asked to.
+    Flush(Option<oneshot::Sender<()>>),
 }
 
 /// State shared by the writer and the readers.
@@ -144,7 +144,17 @@ impl Partition {
     /// Asks the writer to sync soon; used by the interval flusher. Never waits.
     pub fn request_flush(&self) {
         if let Some(tx) = &self.tx {
-            let _ = tx.try_send(WriterOp::Flush);
+            let _ = tx.try_send(WriterOp::Flush(None));
+        }
+    }
+
+    /// Waits until everything acknowledged so far is durable (a no-op under `fsync = "always"`).
+    pub async fn sync(&self) {
+        if let Some(tx) = &self.tx {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(WriterOp::Flush(Some(reply))).await.is_ok() {
+                let _ = rx.await;
+            }
         }
     }
 
@@ -354,9 +364,13 @@ impl Writer {
                 }
             }
             let mut flush = false;
+            let mut waiters = Vec::new();
             for op in group.drain(..) {
                 match op {
-                    WriterOp::Flush => flush = true,
+                    WriterOp::Flush(reply) => {
+                        flush = true;
+                        waiters.extend(reply);
+                    }
                     WriterOp::Append { batch, reply } => self.write(batch, reply),
                 }
             }
@@ -366,6 +380,12 @@ impl Writer {
             };
             if self.publish(sync) && sync {
                 last_sync = Instant::now();
+            }
+            // Dropped unanswered when fenced: the caller sees the channel close.
+            for w in waiters {
+                if !self.core.fenced.load(Ordering::Acquire) {
+                    let _ = w.send(());
+                }
             }
         }
         // Channel closed: make whatever is published durable before the thread ends.

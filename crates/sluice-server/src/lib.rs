@@ -175,6 +175,9 @@ pub async fn start_with_storage(config: Config, storage: Arc<dyn Storage>) -> Re
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), "sluice is ready");
         let result = server.await;
         st.set_ready(false);
+        // No request is in flight any more: make what was acknowledged under an fsync interval durable.
+        log.sync_all().await;
+        tracing::info!("log synced");
         drop(log);
         match result {
             Ok(Ok(())) => Ok(()),

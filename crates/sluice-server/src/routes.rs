@@ -70,12 +70,26 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_ready() {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "recovering the data directory").into_response()
+/// Ready: recovered, and every partition accepts writes (a fenced partition takes the node out of rotation).
+async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<serde_json::Value>> {
+    let not_ready = |code, msg: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, msg);
+    if !state.is_ready() {
+        return Err(not_ready("not_ready", "recovering the data directory".into()));
     }
+    let log = state.log()?;
+    let mut fenced = Vec::new();
+    for t in log.list_topics().await? {
+        if let Ok(d) = log.describe_topic(&t.name).await {
+            fenced.extend(d.partition_details.iter().filter(|p| !p.writable).map(|p| format!("{}/{}", t.name, p.partition)));
+        }
+    }
+    if !fenced.is_empty() {
+        return Err(not_ready(
+            "partition_fenced",
+            format!("partitions not accepting writes until restart: {}", fenced.join(", ")),
+        ));
+    }
+    Ok(Json(json!({"status": "ready"})))
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {

@@ -386,6 +386,9 @@ async fn fsync_failure_fences_the_partition() {
     assert_error(st, &b, StatusCode::SERVICE_UNAVAILABLE, "partition_fenced", "restart");
     let (_, d) = s.get("/v1/topics/t").await;
     assert_eq!(d["partition_details"][0]["writable"], false);
+    let (st, b) = s.get("/readyz").await;
+    assert_error(st, &b, StatusCode::SERVICE_UNAVAILABLE, "partition_fenced", "t/0");
+    assert_eq!(s.get("/healthz").await.0, StatusCode::OK, "alive, just not ready");
     let (_, r) = s.get("/v1/topics/t/events?partition=0").await;
     assert_eq!(r["events"].as_array().unwrap().len(), 1, "only the acknowledged event is served");
     s.stop().await;

@@ -100,23 +100,28 @@ pub enum TopicsCommand {
     },
 }
 
-fn http() -> reqwest::Client {
+pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("http client builds")
 }
 
 /// Sends a request and returns the JSON body, turning API errors into their message.
-async fn call(req: reqwest::RequestBuilder, server: &str) -> Result<(reqwest::StatusCode, Value)> {
+pub async fn call(req: reqwest::RequestBuilder, server: &str) -> Result<(reqwest::StatusCode, Value)> {
     let resp = req.send().await.with_context(|| format!("cannot reach the sluice server at {server}"))?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() && body.get("results").is_none() {
-        let msg = body["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
+        // Sluice's `{"error":{"message"}}`, or the Confluent APIs' `{"error_code","message"}`.
+        let msg = body["error"]["message"]
+            .as_str()
+            .or(body["message"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
         bail!("{msg} (HTTP {})", status.as_u16());
     }
     Ok((status, body))
 }
 
-fn url(server: &str, path: &str) -> String {
+pub fn url(server: &str, path: &str) -> String {
     format!("{}{path}", server.trim_end_matches('/'))
 }
 
@@ -283,7 +288,7 @@ pub async fn tail(args: TailArgs) -> Result<()> {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),

@@ -2,6 +2,7 @@
 //! of a running server (`--server`, default http://127.0.0.1:8080) or tools over a data directory.
 
 mod client;
+mod schema;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topics(client::TopicsCommand),
+    /// Register, list, get and check schemas in the schema registry.
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -123,6 +127,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Produce(args) => return client::produce(args).await,
         Command::Tail(args) => client::tail(args).await?,
         Command::Topics(cmd) => client::topics(cmd).await?,
+        Command::Schema(cmd) => return schema::run(cmd).await,
         Command::Config(ConfigCommand::Check(args)) => {
             let config = args.load()?;
             println!("# config ok\n{}", config.to_toml());

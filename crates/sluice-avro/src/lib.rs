@@ -1,0 +1,1 @@
+//! Avro codecs for Sluice (work in progress: see the module docs as they land).

@@ -1,0 +1,1 @@
+//! Schema registry (work in progress).
