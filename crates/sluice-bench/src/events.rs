@@ -36,6 +36,14 @@ const ERR_MSGS: [&str; 5] = [
     "circuit breaker open for downstream dependency",
 ];
 
+/// The Avro schema of the generated values, for schema-bound runs.
+pub const AVRO_SCHEMA: &str = r#"{"type":"record","name":"HttpRequest","namespace":"sluice.bench","fields":[
+{"name":"service","type":"string"},{"name":"endpoint","type":"string"},
+{"name":"method","type":{"type":"enum","name":"Method","symbols":["GET","POST","PUT","DELETE","PATCH"]}},
+{"name":"status","type":"int"},{"name":"latency_ms","type":"long"},{"name":"user_id","type":"string"},
+{"name":"region","type":"string"},{"name":"host","type":"string"},{"name":"user_agent","type":"string"},
+{"name":"bytes_out","type":"long"},{"name":"trace_id","type":"string"},{"name":"message","type":"string"}]}"#;
+
 /// One event as NDJSON event envelope (with `key` = user id), without a trailing newline.
 pub fn event(rng: &mut StdRng) -> String {
     let (service, endpoints) = SERVICES[rng.random_range(0..SERVICES.len())];
@@ -97,5 +105,13 @@ mod tests {
         let avg = body.len() / 1000;
         assert!((280..=330).contains(&avg), "average event is {avg} bytes");
         assert_eq!(ndjson_batch(1, 10), ndjson_batch(1, 10), "deterministic for a seed");
+        let schema: serde_json::Value = serde_json::from_str(AVRO_SCHEMA).unwrap();
+        let fields: Vec<&str> = schema["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+        let v: serde_json::Value = serde_json::from_slice(lines[0]).unwrap();
+        let mut keys: Vec<&str> = v["value"].as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        let mut sorted = fields.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "the schema has exactly the generated fields");
     }
 }

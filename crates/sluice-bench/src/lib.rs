@@ -43,6 +43,10 @@ pub struct IngestArgs {
     /// Target events per second over all connections; 0 sends flat out.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Bind the topic to an Avro schema of the events first (registered as `{topic}-value`), so the server
+    /// validates every event and stores it as Avro.
+    #[arg(long)]
+    pub schema: bool,
     /// Print the summary as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -87,6 +91,9 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         reqwest::Client::builder().pool_max_idle_per_host(args.connections).timeout(Duration::from_secs(30)).build()?;
     let base = args.server.trim_end_matches('/').to_string();
     ensure_topic(&client, &base, &args.topic, args.partitions).await?;
+    if args.schema {
+        register_schema(&client, &base, &args.topic).await?;
+    }
 
     let bodies: Arc<Vec<bytes::Bytes>> =
         Arc::new((0..64).map(|i| events::ndjson_batch(args.seed.wrapping_add(i), args.batch_size).into()).collect());
@@ -99,11 +106,12 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         max_rss: AtomicU64::new(0),
     });
     println!(
-        "sluice bench ingest: {} connections, {} events/request (~{avg_event:.0} bytes each), {}, for {:?}",
+        "sluice bench ingest: {} connections, {} events/request (~{avg_event:.0} bytes each), {}, for {:?}{}",
         args.connections,
         args.batch_size,
         if args.rate == 0 { "flat out".to_string() } else { format!("{} events/s", args.rate) },
-        args.duration
+        args.duration,
+        if args.schema { ", schema-bound (stored as Avro)" } else { "" }
     );
 
     let start = Instant::now();
@@ -241,6 +249,20 @@ async fn ensure_topic(client: &reqwest::Client, base: &str, topic: &str, partiti
         .await?;
     if !resp.status().is_success() && resp.status() != reqwest::StatusCode::CONFLICT {
         bail!("cannot create topic {topic}: {}", resp.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+async fn register_schema(client: &reqwest::Client, base: &str, topic: &str) -> Result<()> {
+    let body = serde_json::json!({"schema": events::AVRO_SCHEMA});
+    let resp = client
+        .post(format!("{base}/subjects/{topic}-value/versions"))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .json(&body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("cannot register the event schema for {topic}: {}", resp.text().await.unwrap_or_default());
     }
     Ok(())
 }

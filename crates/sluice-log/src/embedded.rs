@@ -133,7 +133,9 @@ impl EmbeddedLog {
         let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
         for t in topics {
             for p in &t.partitions {
-                p.sync().await;
+                if let Err(e) = p.sync().await {
+                    tracing::error!(topic = %t.meta.name, partition = p.core.id, error = %e, "final sync failed");
+                }
             }
         }
     }
@@ -408,6 +410,11 @@ impl LogStore for EmbeddedLog {
     async fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<u64, LogError> {
         let core = self.core(topic, partition)?;
         blocking(move || core.offset_for_time(ts_ms)).await
+    }
+
+    async fn flush(&self, topic: &str, partition: u32) -> Result<(), LogError> {
+        let t = self.topic_arc(topic)?;
+        t.partition(partition)?.sync().await
     }
 
     async fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration) -> Result<u64, LogError> {

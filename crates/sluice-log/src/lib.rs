@@ -125,6 +125,9 @@ pub trait LogStore: Send + Sync + 'static {
     ) -> Result<ReadResult, LogError>;
     /// The first offset whose event time is `>= ts_ms`, or the high watermark when none is.
     async fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<u64, LogError>;
+    /// Waits until everything acknowledged on this partition is durable, whatever the durability policy (for
+    /// writes that must never be lost, like schema registry changes, under an fsync interval).
+    async fn flush(&self, topic: &str, partition: u32) -> Result<(), LogError>;
     /// Waits until the high watermark passes `offset` or `timeout` elapses; returns the high watermark.
     async fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration) -> Result<u64, LogError>;
 }

@@ -149,13 +149,12 @@ impl Partition {
     }
 
     /// Waits until everything acknowledged so far is durable (a no-op under `fsync = "always"`).
-    pub async fn sync(&self) {
-        if let Some(tx) = &self.tx {
-            let (reply, rx) = oneshot::channel();
-            if tx.send(WriterOp::Flush(Some(reply))).await.is_ok() {
-                let _ = rx.await;
-            }
-        }
+    pub async fn sync(&self) -> Result<(), LogError> {
+        let tx = self.tx.as_ref().ok_or(LogError::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(WriterOp::Flush(Some(reply))).await.map_err(|_| LogError::Closed)?;
+        // The writer drops the reply when the sync failed and fenced the partition.
+        rx.await.map_err(|_| LogError::Fenced { topic: self.core.topic.clone(), partition: self.core.id })
     }
 
     /// Stops the writer after it has handled everything queued.

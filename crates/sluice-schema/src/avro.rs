@@ -137,7 +137,8 @@ impl Canon {
                 out.push('}');
             }
             Schema::Decimal(d) => {
-                let logical = format!(",\"logicalType\":\"decimal\",\"precision\":{},\"scale\":{}}}", d.precision, d.scale);
+                let logical =
+                    format!(",\"logicalType\":\"decimal\",\"precision\":{},\"scale\":{}}}", d.precision, d.scale);
                 match &*d.inner {
                     Schema::Fixed(f) => {
                         if self.reference(&f.name, out) {
@@ -306,8 +307,7 @@ mod tests {
         let base = r#"{"type":"record","name":"R","fields":[{"name":"ts","type":"long"}]}"#;
         let with_default = r#"{"type":"record","name":"R","fields":[{"name":"ts","type":"long","default":0}]}"#;
         let with_alias = r#"{"type":"record","name":"R","fields":[{"name":"ts","type":"long","aliases":["t"]}]}"#;
-        let logical =
-            r#"{"type":"record","name":"R","fields":[{"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+        let logical = r#"{"type":"record","name":"R","fields":[{"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
         let all = [canon(base), canon(with_default), canon(with_alias), canon(logical)];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

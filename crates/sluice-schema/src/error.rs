@@ -31,7 +31,9 @@ pub enum SchemaError {
     Incompatible { subject: String, level: CompatibilityLevel, messages: Vec<String> },
     #[error("Invalid schema: {reason}")]
     InvalidSchema { reason: String },
-    #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
+    #[error(
+        "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+    )]
     InvalidVersion(String),
     #[error(
         "Invalid compatibility level `{0}`. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive"
@@ -41,6 +43,8 @@ pub enum SchemaError {
     Store(#[from] LogError),
     #[error("Error while reading the schema store: {0}")]
     Replay(String),
+    #[error("Internal error in the schema registry: {0}")]
+    Internal(String),
 }
 
 impl SchemaError {
@@ -59,7 +63,7 @@ impl SchemaError {
             SchemaError::InvalidSchema { .. } => 42201,
             SchemaError::InvalidVersion(_) => 42202,
             SchemaError::InvalidCompatibilityLevel(_) => 42203,
-            SchemaError::Store(_) | SchemaError::Replay(_) => 50001,
+            SchemaError::Store(_) | SchemaError::Replay(_) | SchemaError::Internal(_) => 50001,
         }
     }
 

@@ -15,6 +15,7 @@ use sluice_config::Limits;
 use sluice_log::Record;
 
 use crate::error::ApiError;
+use crate::schemas::Binding;
 
 /// One event as posted to `POST /v1/topics/{topic}/events`.
 #[derive(Deserialize)]
@@ -56,7 +57,16 @@ fn de_timestamp<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Option<Ti
 /// Parses a request body into records: a JSON array when it starts with `[`, else NDJSON (one event per
 /// non-blank line). Request-level problems (limits, invalid JSON) fail the whole request; an event that is valid
 /// JSON but not a valid event gets its own error.
-pub fn parse_body(body: &Bytes, limits: &Limits, now_ms: i64) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
+///
+/// With a `binding` (a schema-bound topic) each value is validated against the schema and stored as
+/// Confluent-framed Avro; otherwise it must be a JSON object and is stored as sent.
+pub fn parse_body(
+    body: &Bytes,
+    limits: &Limits,
+    now_ms: i64,
+    binding: Option<&Binding>,
+) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
+    let ctx = Ctx { body, limits, now_ms, binding };
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let events = match first {
         None => return Err(ApiError::bad_request("empty_body", "request body has no events")),
@@ -65,16 +75,64 @@ pub fn parse_body(body: &Bytes, limits: &Limits, now_ms: i64) -> Result<Vec<Resu
             let mut out = Vec::with_capacity(raws.len());
             for (i, raw) in raws.into_iter().enumerate() {
                 check_depth(i, raw.get().as_bytes(), limits)?;
-                out.push(event_from(i, serde_json::from_str(raw.get()), body, now_ms, limits)?);
+                out.push(event_from(i, serde_json::from_str(raw.get()), &ctx)?);
             }
             out
         }
-        Some(_) => parse_ndjson(body, limits, now_ms)?,
+        Some(_) => parse_ndjson(&ctx)?,
     };
     if events.is_empty() {
         return Err(ApiError::bad_request("empty_body", "request body has no events"));
     }
     Ok(events)
+}
+
+/// Content type of a body of records already in the Confluent wire format. Per record: key length (4 bytes,
+/// big-endian; `0xFFFFFFFF` for no key), key bytes, value length (4 bytes), value (magic byte 0, schema id, Avro).
+pub const FRAMED_AVRO: &str = "application/vnd.sluice.avro";
+
+/// Splits a [`FRAMED_AVRO`] body into records. Broken framing fails the request; `check` validates each value
+/// (a value that does not decode gets its own error).
+pub fn parse_framed(
+    body: &Bytes,
+    limits: &Limits,
+    now_ms: i64,
+    mut check: impl FnMut(usize, &[u8]) -> Result<(), ApiError>,
+) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    let framing = |index: usize, pos: usize, what: &str| {
+        ApiError::bad_request("invalid_framing", format!("record {index} at byte {pos}: {what}"))
+    };
+    let take_len = |pos: &mut usize, index: usize| -> Result<u32, ApiError> {
+        let b = body.get(*pos..*pos + 4).ok_or_else(|| framing(index, *pos, "truncated length"))?;
+        *pos += 4;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    while pos < body.len() {
+        let index = out.len();
+        if index == limits.max_events_per_request {
+            return Err(too_many(limits.max_events_per_request));
+        }
+        let key = match take_len(&mut pos, index)? {
+            u32::MAX => None,
+            n => {
+                let k = body.get(pos..pos + n as usize).ok_or_else(|| framing(index, pos, "truncated key"))?;
+                pos += n as usize;
+                Some(body.slice_ref(k))
+            }
+        };
+        let n = take_len(&mut pos, index)? as usize;
+        let value = body.get(pos..pos + n).ok_or_else(|| framing(index, pos, "truncated value"))?;
+        pos += n;
+        let record = Record { timestamp: now_ms, key, headers: Vec::new(), value: body.slice_ref(value) };
+        check_size(index, &record, limits)?;
+        out.push(check(index, value).map(|()| record));
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad_request("empty_body", "request body has no events"));
+    }
+    Ok(out)
 }
 
 fn check_depth(index: usize, json: &[u8], limits: &Limits) -> Result<(), ApiError> {
@@ -138,7 +196,16 @@ fn split_array(body: &[u8], max: usize) -> Result<Vec<&RawValue>, ApiError> {
 }
 
 /// One pass per line: a syntax error is the request's (with its line), a data error is the event's.
-fn parse_ndjson(body: &Bytes, limits: &Limits, now_ms: i64) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
+/// What every event of one request is parsed with.
+struct Ctx<'a> {
+    body: &'a Bytes,
+    limits: &'a Limits,
+    now_ms: i64,
+    binding: Option<&'a Binding>,
+}
+
+fn parse_ndjson(ctx: &Ctx) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
+    let (body, limits) = (ctx.body, ctx.limits);
     let mut out = Vec::new();
     for (line_no, line) in body.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -155,7 +222,7 @@ fn parse_ndjson(body: &Bytes, limits: &Limits, now_ms: i64) -> Result<Vec<Result
         {
             return Err(invalid_json(e, line_no));
         }
-        out.push(event_from(index, parsed, body, now_ms, limits)?);
+        out.push(event_from(index, parsed, ctx)?);
     }
     Ok(out)
 }
@@ -192,25 +259,32 @@ pub fn json_depth(json: &[u8]) -> usize {
 fn event_from(
     index: usize,
     parsed: serde_json::Result<EventIn>,
-    body: &Bytes,
-    now_ms: i64,
-    limits: &Limits,
+    ctx: &Ctx,
 ) -> Result<Result<Record, ApiError>, ApiError> {
     let invalid = |msg: String| Ok(Err(ApiError::bad_request("invalid_event", format!("event {index}: {msg}"))));
     let ev = match parsed {
         Ok(ev) => ev,
         Err(e) => return invalid(serde_reason(&e)),
     };
-    let value = ev.value.get();
-    if !value.starts_with('{') {
-        return invalid("`value` must be a JSON object".into());
-    }
+    let raw_value = ev.value.get();
+    let value = match ctx.binding {
+        Some(b) => {
+            let mut framed = Vec::with_capacity(raw_value.len());
+            if let Err(e) = b.encode(raw_value.as_bytes(), &mut framed) {
+                let msg = format!("event {index}: does not match schema id {}: {e}", b.schema.id);
+                return Ok(Err(ApiError::bad_request("schema_violation", msg)));
+            }
+            Bytes::from(framed)
+        }
+        None if !raw_value.starts_with('{') => return invalid("`value` must be a JSON object".into()),
+        None => slice_of(ctx.body, raw_value.as_bytes()),
+    };
     let key = ev.key.map(|k| match k {
         KeyIn::Str(s) => Bytes::copy_from_slice(s.as_bytes()),
         KeyIn::Int(n) => Bytes::from(n.to_string()),
     });
     let timestamp = match ev.timestamp {
-        None => now_ms,
+        None => ctx.now_ms,
         Some(TimestampIn::Millis(ms)) => ms,
         Some(TimestampIn::Text(s)) => match chrono::DateTime::parse_from_rfc3339(&s) {
             Ok(t) => t.timestamp_millis(),
@@ -219,8 +293,8 @@ fn event_from(
     };
     let headers: Vec<(String, Bytes)> =
         ev.headers.unwrap_or_default().into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
-    let record = Record { timestamp, key, headers, value: slice_of(body, value.as_bytes()) };
-    check_size(index, &record, limits)?;
+    let record = Record { timestamp, key, headers, value };
+    check_size(index, &record, ctx.limits)?;
     Ok(Ok(record))
 }
 
@@ -257,7 +331,7 @@ mod tests {
     }
 
     fn parse(body: &'static [u8], l: &Limits) -> Result<Vec<Result<Record, ApiError>>, ApiError> {
-        parse_body(&Bytes::from_static(body), l, 5)
+        parse_body(&Bytes::from_static(body), l, 5, None)
     }
 
     fn one(body: &'static [u8]) -> Result<Record, ApiError> {
@@ -293,7 +367,7 @@ mod tests {
         assert_eq!(e.code, "too_many_events");
         assert!(parse(br#"{"value":{"a":{"b":[]}}}"#, &l).is_ok());
         for body in [&br#"{"value":{"a":{"b":[[]]}}}"#[..], br#"[{"value":{"a":{"b":[[]]}}}]"#] {
-            let e = parse_body(&Bytes::from_static(body), &l, 0).unwrap_err();
+            let e = parse_body(&Bytes::from_static(body), &l, 0, None).unwrap_err();
             assert_eq!(e.code, "json_too_deep");
             assert!(e.message.contains("limits.max_json_depth"));
         }
@@ -329,7 +403,7 @@ mod tests {
             (br#"{"value":{},"key":{"a":1}}"#, "`key` must be a string or an integer"),
             (br#"[1]"#, "invalid type"),
         ] {
-            let mut all = parse_body(&Bytes::from_static(body), &limits(), 0).unwrap();
+            let mut all = parse_body(&Bytes::from_static(body), &limits(), 0, None).unwrap();
             let e = all.remove(0).unwrap_err();
             assert_eq!(e.code, "invalid_event");
             assert!(e.message.starts_with("event 0: ") && e.message.contains(needle), "{}", e.message);
@@ -350,7 +424,7 @@ mod tests {
     #[test]
     fn values_are_zero_copy_slices_of_the_body() {
         let body = Bytes::from_static(br#"{"value":{"a":1}}"#);
-        let r = parse_body(&body, &limits(), 0).unwrap().remove(0).unwrap();
+        let r = parse_body(&body, &limits(), 0, None).unwrap().remove(0).unwrap();
         assert_eq!(r.value.as_ptr(), body[9..].as_ptr());
     }
 }

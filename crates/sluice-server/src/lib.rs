@@ -3,13 +3,16 @@
 //!
 //! Main items: [`start`] opens the data directory and serves a [`Config`], returning a [`RunningServer`];
 //! [`AppState`] is what handlers share; [`router`] builds the routes; [`ApiError`] is the JSON error shape
-//! (`{"error":{"code","message"}}`). Ingest parsing and limits live in [`ingest`].
+//! (`{"error":{"code","message"}}`). Ingest parsing and limits live in [`ingest`]. The Confluent Schema Registry
+//! API (`/subjects`, `/schemas`, `/config`, `/compatibility`) serves [`sluice_schema::Registry`] from `schema_api`.
 
 pub mod error;
 pub mod ingest;
 mod metrics;
 mod rest_proxy;
 mod routes;
+mod schema_api;
+pub mod schemas;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -36,6 +39,10 @@ pub struct AppState {
     round_robin: AtomicU64,
     /// Per-instance collectors (the log's per-partition gauges).
     pub registry: prometheus::Registry,
+    /// The schema registry, once replayed from the log.
+    schema_registry: OnceLock<Arc<sluice_schema::Registry>>,
+    /// Encoders, decoders and dead letters built on the registry.
+    codecs: OnceLock<Arc<schemas::Codecs>>,
 }
 
 impl AppState {
@@ -48,6 +55,8 @@ impl AppState {
             ready: AtomicBool::new(false),
             round_robin: AtomicU64::new(0),
             registry: prometheus::Registry::new(),
+            schema_registry: OnceLock::new(),
+            codecs: OnceLock::new(),
         }
     }
 
@@ -74,6 +83,39 @@ impl AppState {
         })
     }
 
+    /// Installs the schema registry once it has replayed; its routes answer 503 until then. Needs the log.
+    pub fn set_schema_registry(&self, registry: Arc<sluice_schema::Registry>) {
+        if let Some(log) = self.log.get() {
+            let _ = self.codecs.set(Arc::new(schemas::Codecs::new(registry.clone(), log.clone())));
+        }
+        let _ = self.schema_registry.set(registry);
+    }
+
+    pub(crate) fn codecs(&self) -> Result<&Arc<schemas::Codecs>, ApiError> {
+        self.codecs.get().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the schema registry is still replaying its log topic",
+            )
+        })
+    }
+
+    /// The schema registry, once ready.
+    pub fn schema_registry(&self) -> Option<&Arc<sluice_schema::Registry>> {
+        self.schema_registry.get()
+    }
+
+    pub(crate) fn schemas(&self) -> Result<&Arc<sluice_schema::Registry>, ApiError> {
+        self.schema_registry.get().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the schema registry is still replaying its log topic",
+            )
+        })
+    }
+
     pub(crate) fn next_round_robin(&self, n: u64) -> u64 {
         self.round_robin.fetch_add(n, Ordering::Relaxed)
     }
@@ -87,6 +129,8 @@ pub enum ServerError {
     DataDir(std::io::Error),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("schema registry: {0}")]
+    Schema(#[from] sluice_schema::SchemaError),
     #[error("{0}")]
     Config(String),
 }
@@ -209,7 +253,9 @@ async fn open_log(
     state.registry.register(Box::new(log.collector())).map_err(|e| ServerError::Config(e.to_string()))?;
     let shared: Arc<dyn LogStore> = Arc::new(log.clone());
     ensure_topics(config, &*shared).await?;
+    let schemas = sluice_schema::Registry::open(shared.clone()).await?;
     state.set_log(shared);
+    state.set_schema_registry(Arc::new(schemas));
     state.set_ready(true);
     Ok(log)
 }

@@ -1,4 +1,5 @@
-//! Routes and handlers of the `/v1` API, health and metrics.
+//! Routes and handlers of the `/v1` API, health and metrics; the REST Proxy and Schema Registry routes are merged
+//! in from their modules.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -12,14 +13,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 use sluice_log::{LogError, LogStore, Record, TopicInfo, TopicSpec, partitioner};
+use sluice_schema::reader::{DecodeFailure, Decoded, value_subject};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
-use crate::{AppState, ingest, metrics, rest_proxy};
+use crate::schemas::SchemaPick;
+use crate::{AppState, ingest, metrics, rest_proxy, schema_api};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -33,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/topics/{topic}/events", get(read_events).post(produce))
         .route("/topics", get(rest_proxy::list_topics))
         .route("/topics/{topic}", axum::routing::post(rest_proxy::produce))
+        .merge(schema_api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(track))
@@ -80,7 +85,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<Json<serde_json
     let mut fenced = Vec::new();
     for t in log.list_topics().await? {
         if let Ok(d) = log.describe_topic(&t.name).await {
-            fenced.extend(d.partition_details.iter().filter(|p| !p.writable).map(|p| format!("{}/{}", t.name, p.partition)));
+            fenced.extend(
+                d.partition_details.iter().filter(|p| !p.writable).map(|p| format!("{}/{}", t.name, p.partition)),
+            );
         }
     }
     if !fenced.is_empty() {
@@ -214,10 +221,11 @@ pub(crate) async fn append_events(
 async fn produce(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match produce_inner(&state, &topic, &headers, body).await {
+    match produce_inner(&state, &topic, &uri, &headers, body).await {
         Ok(r) => r,
         Err(e) => {
             metrics::INGEST_REJECTED_REQUESTS.with_label_values(&[e.code]).inc();
@@ -226,12 +234,67 @@ async fn produce(
     }
 }
 
-async fn produce_inner(state: &AppState, topic: &str, headers: &HeaderMap, body: Body) -> ApiResult<Response> {
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProduceQuery {
+    /// Encode with this version of the topic's value subject instead of the latest.
+    schema_version: Option<u32>,
+    /// Encode with this registered schema id.
+    schema_id: Option<u32>,
+}
+
+/// Internal topics (`_schemas`, ...) are written by Sluice only.
+pub(crate) fn ensure_not_internal(topic: &str) -> ApiResult<()> {
+    if topic.starts_with('_') {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "internal_topic",
+            format!("topic `{topic}` is internal to sluice and cannot be written or deleted over the API"),
+        ));
+    }
+    Ok(())
+}
+
+async fn produce_inner(
+    state: &AppState,
+    topic: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    ensure_not_internal(topic)?;
+    let q: ProduceQuery =
+        axum::extract::Query::try_from_uri(uri).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?.0;
     let limits = &state.limits;
     let body = read_body(headers, body, limits.max_body_bytes.0).await?;
     let info = resolve_topic(state, topic).await?;
     metrics::INGEST_BYTES.with_label_values(&[&info.name]).inc_by(body.len() as u64);
-    let parsed = ingest::parse_body(&body, limits, sluice_log::now_ms())?;
+    let codecs = state.codecs()?;
+    let now = sluice_log::now_ms();
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let parsed = if ctype.split(';').next().is_some_and(|t| t.trim() == ingest::FRAMED_AVRO) {
+        let reader = codecs.values.reader_schema(&info.name);
+        let mut scratch = Vec::new();
+        ingest::parse_framed(&body, limits, now, |i, value| {
+            scratch.clear();
+            codecs
+                .values
+                .decode_avro(value, reader.as_deref(), &mut scratch)
+                .map(|_| ())
+                .map_err(|f| ApiError::bad_request("schema_violation", format!("event {i}: {f}")))
+        })?
+    } else {
+        let pick = match (q.schema_version, q.schema_id) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request("invalid_query", "give `schema_version` or `schema_id`, not both"));
+            }
+            (Some(v), None) => SchemaPick::Version(v),
+            (None, Some(id)) => SchemaPick::Id(id),
+            (None, None) => SchemaPick::Latest,
+        };
+        let binding = codecs.binding(&info.name, pick)?;
+        ingest::parse_body(&body, limits, now, binding.as_ref())?
+    };
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
     let items: Vec<_> = parsed
         .into_iter()
@@ -307,6 +370,8 @@ struct ReadQuery {
     limit: Option<usize>,
     /// Long poll: wait up to this long for new events when none are available.
     wait_ms: Option<u64>,
+    /// Decode Avro values into this version of the topic's value subject instead of the latest.
+    reader_version: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -316,7 +381,15 @@ struct EventOut<'a> {
     timestamp: String,
     key: Option<Cow<'a, str>>,
     headers: BTreeMap<&'a str, Cow<'a, str>>,
-    value: Cow<'a, RawValue>,
+    value: Option<Box<RawValue>>,
+    /// The writer schema id of an Avro value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema_id: Option<u32>,
+    /// A value that cannot be shown as JSON, base64-encoded, with `error` saying why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -383,10 +456,35 @@ async fn read_events(State(state): State<Arc<AppState>>, Path(topic): Path<Strin
         log.wait_for(&topic, partition, from, Duration::from_millis(wait.min(30_000))).await?;
         result = log.read(&topic, partition, from, limit, 16 << 20).await?;
     }
-    let events = result
-        .records
-        .iter()
-        .map(|r| EventOut {
+    let codecs = state.codecs()?;
+    let reader = match q.reader_version {
+        None => codecs.values.reader_schema(&topic),
+        Some(v) => Some(codecs.registry.version(&value_subject(&topic), v).ok_or_else(|| {
+            ApiError::not_found("schema_not_found", format!("subject `{}` has no version {v}", value_subject(&topic)))
+        })?),
+    };
+    let mut events = Vec::with_capacity(result.records.len());
+    for r in &result.records {
+        let mut json = Vec::with_capacity(r.value.len() * 2);
+        let decoded = codecs
+            .values
+            .decode(&r.value, reader.as_deref(), &mut json)
+            .and_then(|d| String::from_utf8(json).map(|j| (d, j)).map_err(|_| DecodeFailure::NotDecodable))
+            .and_then(|(d, j)| RawValue::from_string(j).map(|v| (d, v)).map_err(|_| DecodeFailure::NotDecodable));
+        let (value, schema_id, value_base64, error) = match decoded {
+            Ok((d, v)) => {
+                (Some(v), if let Decoded::Avro { schema_id } = d { Some(schema_id) } else { None }, None, None)
+            }
+            Err(failure) => {
+                // A reader never stops at a bad record: it is dead-lettered (once) and shown with its reason.
+                if let Err(e) = codecs.dead_letters.send(&topic, partition, r.offset, r, &failure).await {
+                    tracing::error!(topic, partition, offset = r.offset, error = %e, "dead-lettering failed");
+                }
+                let error = json!({"code": failure.code(), "message": failure.to_string()});
+                (None, None, Some(base64::engine::general_purpose::STANDARD.encode(&r.value)), Some(error))
+            }
+        };
+        events.push(EventOut {
             partition,
             offset: r.offset,
             timestamp: format_time(r.timestamp),
@@ -396,22 +494,14 @@ async fn read_events(State(state): State<Arc<AppState>>, Path(topic): Path<Strin
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str(), String::from_utf8_lossy(v))).filter(|_| !k.is_empty()))
                 .collect(),
-            value: json_value(&r.value),
-        })
-        .collect();
+            value,
+            schema_id,
+            value_base64,
+            error,
+        });
+    }
     let out = ReadOut { events, next_offset: result.next_offset, high_watermark: result.high_watermark };
     Ok(Json(out).into_response())
-}
-
-/// A stored value as JSON: as-is when it is JSON (always, for JSON ingest), else as a string.
-fn json_value(bytes: &[u8]) -> Cow<'_, RawValue> {
-    match serde_json::from_slice::<&RawValue>(bytes) {
-        Ok(raw) => Cow::Borrowed(raw),
-        Err(_) => {
-            let s = serde_json::to_string(&String::from_utf8_lossy(bytes)).expect("a string serializes");
-            Cow::Owned(RawValue::from_string(s).expect("a JSON string is valid JSON"))
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -461,6 +551,7 @@ async fn describe_topic(State(state): State<Arc<AppState>>, Path(topic): Path<St
 }
 
 async fn delete_topic(State(state): State<Arc<AppState>>, Path(topic): Path<String>) -> ApiResult<Response> {
+    ensure_not_internal(&topic)?;
     state.log()?.delete_topic(&topic).await?;
     Ok(Json(json!({"deleted": topic})).into_response())
 }

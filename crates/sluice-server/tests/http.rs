@@ -1,72 +1,16 @@
 //! HTTP API tests against a real server on a loopback port: ingest, reads, topics, every limit and error.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sluice_config::{ByteSize, Config};
-use sluice_log::{SimStorage, Storage, partitioner};
-use sluice_server::RunningServer;
-
-struct TestServer {
-    server: Option<RunningServer>,
-    base: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_on(tweak, None).await
-    }
-
-    async fn start_on(tweak: impl FnOnce(&mut Config), storage: Option<Arc<dyn Storage>>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-        config.http.addr = "127.0.0.1:0".parse().unwrap();
-        tweak(&mut config);
-        let server = match storage {
-            Some(s) => sluice_server::start_with_storage(config, s).await.unwrap(),
-            None => sluice_server::start(config).await.unwrap(),
-        };
-        let base = format!("http://{}", server.local_addr);
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if http.get(format!("{base}/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        TestServer { server: Some(server), base, http, _dir: dir }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
-        let r = self.http.post(self.url(path)).body(body).send().await.unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn create_topic(&self, name: &str, partitions: u32) {
-        let (s, b) = self.post("/v1/topics", json!({"name": name, "partitions": partitions}).to_string()).await;
-        assert_eq!(s, StatusCode::CREATED, "{b}");
-    }
-
-    async fn stop(mut self) {
-        self.server.take().unwrap().shutdown().await.unwrap();
-    }
-}
+use sluice_config::ByteSize;
+use sluice_log::{SimStorage, partitioner};
 
 fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, code: &str, needle: &str) {
     assert_eq!(status, want_status, "{body}");
