@@ -94,9 +94,11 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    /// A string, written to `out` as JSON (UTF-8 checked while escaping).
     #[inline]
-    fn str(&mut self) -> Result<&'a str, K> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| K::InvalidUtf8)
+    fn json_str(&mut self, out: &mut Vec<u8>) -> Result<(), K> {
+        let b = self.bytes()?;
+        if json::write_utf8(out, b) { Ok(()) } else { Err(K::InvalidUtf8) }
     }
 
     fn f32(&mut self) -> Result<f32, K> {
@@ -672,7 +674,8 @@ impl<'w, 'r, 'p> DCompiler<'w, 'r, 'p> {
                 self.smin[id as usize] = min;
                 return Ok(id);
             }
-            Schema::Ref { .. } => unreachable!("references are resolved by Names::deref"),
+            // Names::deref never returns a reference; refuse rather than trust that here.
+            Schema::Ref { name } => return Err(CodecError::UnknownType(full_name(name))),
         };
         Ok(self.push_skip(node, min))
     }
@@ -781,7 +784,7 @@ impl<'p> Run<'p> {
                 };
                 json::write_f64(out, v);
             }
-            DNode::Str => json::write_str(out, r.str()?),
+            DNode::Str => r.json_str(out)?,
             DNode::Bytes => json::write_latin1(out, r.bytes()?),
             DNode::Fixed(n) => json::write_latin1(out, r.take(*n)?),
             DNode::Date => logical::format_date(out, i64::from(r.int()?)),
@@ -874,10 +877,15 @@ impl<'p> Run<'p> {
                             out.push(b',');
                         }
                         first = false;
-                        let key = r.str()?;
-                        json::write_str(out, key);
+                        let key = r.bytes()?;
+                        if !json::write_utf8(out, key) {
+                            return Err(fail(K::InvalidUtf8));
+                        }
                         out.push(b':');
-                        self.node(*value, r, out, depth + 1).map_err(with_seg(Seg::Key(key.to_owned())))?;
+                        if let Err(mut f) = self.node(*value, r, out, depth + 1) {
+                            f.segs.push(Seg::Key(String::from_utf8_lossy(key).into_owned()));
+                            return Err(f);
+                        }
                     }
                 }
                 out.push(b'}');
@@ -1004,5 +1012,46 @@ impl<'p> Run<'p> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_refuses_overlong_and_truncated_varints() {
+        assert_eq!(Reader::new(&[0x80; 9]).long(), Err(K::Truncated));
+        // Ten bytes whose last carries more than the one remaining bit.
+        let mut ten = [0xff; 10];
+        ten[9] = 0x02;
+        assert_eq!(Reader::new(&ten).long(), Err(K::BadVarint));
+        ten[9] = 0x81;
+        assert_eq!(Reader::new(&ten).long(), Err(K::BadVarint));
+        assert_eq!(Reader::new(&[0x80, 0x80, 0x80, 0x80, 0x10]).int(), Err(K::BadVarint));
+        assert_eq!(Reader::new(&[0xfe, 0xff, 0xff, 0xff, 0x0f]).int(), Ok(i32::MAX));
+        assert_eq!(Reader::new(&[5]).bytes(), Err(K::NegativeLength(-3)));
+        assert_eq!(Reader::new(&[6, 1]).bytes(), Err(K::Truncated));
+    }
+
+    #[test]
+    fn in_order_records_are_one_pass_and_reordered_ones_are_not() {
+        let w = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":"int"},{"name":"b","type":"int"}]}"#,
+        )
+        .unwrap();
+        let same = DPlan::compile(&w, &w).unwrap();
+        let DNode::Record(rec) = &same.nodes[same.root as usize] else { panic!("record plan") };
+        assert!(rec.reorder.is_none());
+        let r = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[{"name":"b","type":"int"},{"name":"c","type":"int","default":3},{"name":"a","type":"int"}]}"#,
+        )
+        .unwrap();
+        let swapped = DPlan::compile(&w, &r).unwrap();
+        let DNode::Record(rec) = &swapped.nodes[swapped.root as usize] else { panic!("record plan") };
+        assert!(rec.reorder.is_some());
+        let mut out = Vec::new();
+        swapped.decode(&[2, 4], &mut out).unwrap();
+        assert_eq!(out, br#"{"b":2,"c":3,"a":1}"#);
     }
 }

@@ -185,7 +185,8 @@ impl<'s> Compiler<'s> {
                 };
                 Node::Union(Union { branches, tags, sole_record, sole_array })
             }
-            Schema::Ref { .. } => unreachable!("references are resolved by Names::deref"),
+            // Names::deref never returns a reference; refuse rather than trust that here.
+            Schema::Ref { name } => return Err(CodecError::UnknownType(full_name(name))),
         };
         self.nodes[id as usize] = node;
         Ok(id)
@@ -235,6 +236,7 @@ impl Plan {
             kind: EncodeErrorKind::Syntax(format!("input is not valid utf-8 at byte {}", e.valid_up_to())),
         })?;
         let mut ctx = Ctx::new(self, out, false);
+        // serde_json's `StrRead` skips per-string UTF-8 checks, as the whole text was checked above.
         let mut de = serde_json::Deserializer::from_str(text);
         let res = Seed { ctx: &mut ctx, node: self.root }.deserialize(&mut de).and_then(|()| de.end());
         let res = res.map_err(|e| ctx.take_error(&e));
@@ -271,6 +273,10 @@ impl Plan {
 #[inline]
 pub(crate) fn put_long(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    if z < 0x80 {
+        out.push(z as u8);
+        return;
+    }
     let mut buf = [0u8; 10];
     let mut i = 0;
     while z >= 0x80 {
@@ -463,7 +469,7 @@ impl<'p, 'o> Ctx<'p, 'o> {
         self.scratch.get_or_insert_with(|| SCRATCH.with(Cell::take).unwrap_or_default())
     }
 
-    fn take_error(&mut self, e: &serde_json::Error) -> EncodeError {
+    fn take_error(&mut self, e: &dyn fmt::Display) -> EncodeError {
         match self.err.take() {
             Some(f) => EncodeError { path: render_path(&f.segs), kind: f.kind },
             None => EncodeError { path: String::new(), kind: EncodeErrorKind::Syntax(e.to_string()) },
@@ -551,8 +557,13 @@ impl<'p, 'o> Ctx<'p, 'o> {
                 _ => return Err(Problem::Mismatch),
             },
             Node::Enum { symbols, lookup } => match s {
-                Scalar::Str(v) => match lookup.get(v) {
-                    Some(i) => put_long(out, i64::from(*i)),
+                // Small enums: a scan beats hashing the symbol.
+                Scalar::Str(v) => match if symbols.len() <= 16 {
+                    symbols.iter().position(|s| s == v).map(|i| i as u32)
+                } else {
+                    lookup.get(v).copied()
+                } {
+                    Some(i) => put_long(out, i64::from(i)),
                     None => {
                         return Err(Problem::Invalid(format!(
                             "unknown enum symbol {} (symbols: {})",
@@ -1023,7 +1034,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
         }
         // Small records: a scan comparing lengths first beats hashing the key.
         if fields.len() <= 16 {
-            let i = fields.iter().position(|f| f.name.len() == v.len() && f.name == v);
+            let i = fields.iter().position(|f| f.name == v);
             return Ok(i.map_or_else(|| Key::Unknown(v.to_owned()), |i| Key::Field(i as u32)));
         }
         Ok(match self.rec.lookup.get(v) {
@@ -1056,5 +1067,79 @@ impl<'de> Visitor<'de> for MapKeySeed<'_> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         put_bytes(self.out, v.as_bytes());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(schema: &str) -> Plan {
+        Plan::compile(&Schema::parse_str(schema).unwrap()).unwrap()
+    }
+
+    fn encode(p: &Plan, json: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        p.encode_json(json.as_bytes(), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn varints_at_the_boundaries() {
+        for (v, bytes) in [
+            (0i64, &[0u8][..]),
+            (-1, &[1]),
+            (63, &[0x7e]),
+            (-64, &[0x7f]),
+            (64, &[0x80, 1]),
+            (i64::MAX, &[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1]),
+            (i64::MIN, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1]),
+        ] {
+            let mut out = Vec::new();
+            put_long(&mut out, v);
+            assert_eq!(out, bytes, "{v}");
+            assert_eq!(crate::decode::Reader::new(&out).long(), Ok(v));
+        }
+    }
+
+    #[test]
+    fn block_counts_are_inserted_before_the_items() {
+        let p = plan(r#"{"type":"array","items":"string"}"#);
+        // 64 items need a two-byte count, so the items move.
+        let items: Vec<String> = (0..64).map(|i| format!("\"{i}\"")).collect();
+        let out = encode(&p, &format!("[{}]", items.join(",")));
+        assert_eq!(out[..2], [0x80, 1]);
+        assert_eq!(out[2..4], [2, b'0']);
+        assert_eq!(out.last(), Some(&0));
+        assert_eq!(encode(&p, "[]"), [0]);
+    }
+
+    #[test]
+    fn nested_out_of_order_records_share_the_scratch_stack() {
+        let p = plan(
+            r#"{"type":"record","name":"A","fields":[{"name":"x","type":"int"},{"name":"y","type":"int"},
+            {"name":"in","type":{"type":"array","items":{"type":"record","name":"B","fields":[
+                {"name":"p","type":"int"},{"name":"q","type":"int","default":7}]}}}]}"#,
+        );
+        let expected = encode(&p, r#"{"x":1,"y":2,"in":[{"p":3,"q":4},{"p":5,"q":7}]}"#);
+        for _ in 0..3 {
+            assert_eq!(encode(&p, r#"{"in":[{"q":4,"p":3},{"p":5}],"y":2,"x":1}"#), expected);
+            // A failure deep inside must leave the stack clean for the next event.
+            let mut out = Vec::new();
+            assert!(p.encode_json(br#"{"in":[{"q":4,"p":3},{"q":1,"zz":5}],"y":2,"x":1}"#, &mut out).is_err());
+            assert!(out.is_empty());
+        }
+        SCRATCH.with(|c| {
+            let s = c.take().expect("scratch returned to the thread");
+            assert!(s.slots.is_empty());
+            c.set(Some(s));
+        });
+    }
+
+    #[test]
+    fn floats_in_messages_stay_short() {
+        assert_eq!(Num(1e300).to_string(), "1e300");
+        assert_eq!(Num(1.5).to_string(), "1.5");
+        assert_eq!(Num(0.0).to_string(), "0");
     }
 }

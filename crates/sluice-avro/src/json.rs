@@ -33,27 +33,85 @@ fn write_escape(out: &mut Vec<u8>, byte: u8, esc: u8) {
     }
 }
 
-/// Writes `s` as a quoted JSON string.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each of the 8 bytes (little-endian) that is a control char, `"` or `\\`, with possible
+/// false marks only above a true one: the lowest mark is exact. Bytes >= 0x80 are never marked.
 #[inline]
-pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+fn escape_mask(x: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    (x.wrapping_sub(ONES * 0x20) & !x & HIGH) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+}
+
+/// The 8 bytes at `i` as a little-endian word, if there are 8.
+#[inline]
+fn word_at(bytes: &[u8], i: usize) -> Option<u64> {
+    let chunk = bytes.get(i..i.checked_add(8)?)?;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    Some(u64::from_le_bytes(word))
+}
+
+/// Writes UTF-8 `bytes` as a quoted JSON string, checking UTF-8 as it goes unless `valid`: all-ASCII text
+/// is checked by the escape scan itself, and only the part from the first non-ASCII byte goes through
+/// `str::from_utf8`. On invalid UTF-8 returns false, with a partial string written.
+#[inline]
+fn write_utf8_inner(out: &mut Vec<u8>, bytes: &[u8], mut valid: bool) -> bool {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(x) = word_at(bytes, i) {
+            if !valid && x & HIGH != 0 {
+                // Everything before `i` was ASCII, so `i` starts a char.
+                if std::str::from_utf8(&bytes[i..]).is_err() {
+                    return false;
+                }
+                valid = true;
+            }
+            let mask = escape_mask(x);
+            if mask == 0 {
+                i += 8;
+                continue;
+            }
+            // Straight to the first byte that needs escaping.
+            i += (mask.trailing_zeros() / 8) as usize;
+        }
+        let b = bytes[i];
         if b >= 0x80 {
-            continue;
+            if !valid {
+                if std::str::from_utf8(&bytes[i..]).is_err() {
+                    return false;
+                }
+                valid = true;
+            }
+        } else {
+            let esc = ESCAPE[b as usize];
+            if esc != 0 {
+                out.extend_from_slice(&bytes[start..i]);
+                write_escape(out, b, esc);
+                start = i + 1;
+            }
         }
-        let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        write_escape(out, b, esc);
-        start = i + 1;
+        i += 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+    true
+}
+
+/// Writes `s` as a quoted JSON string.
+#[inline]
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_utf8_inner(out, s.as_bytes(), true);
+}
+
+/// Writes UTF-8 bytes as a quoted JSON string; `false` (with partial output) when they are not UTF-8.
+#[inline]
+pub(crate) fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    write_utf8_inner(out, bytes, false)
 }
 
 /// Writes raw bytes as a JSON string in which each byte is the char of the same code (U+0000..U+00FF),
@@ -128,6 +186,42 @@ mod tests {
             let mut out = Vec::new();
             write_str(&mut out, s);
             assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn utf8_checked_while_escaping() {
+        for s in [
+            "",
+            "short",
+            "exactly8",
+            "a longer ascii string with \"quotes\" and \\ and \n",
+            "ascii then é",
+            "é first, then ascii text",
+        ] {
+            let mut out = Vec::new();
+            assert!(write_utf8(&mut out, s.as_bytes()));
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
+        }
+        for bad in [&b"\xff"[..], b"12345678\xc3", b"1234567\xc3(", b"abc\xed\xa0\x80def", b"0123456789abcdef\x80"] {
+            assert!(!write_utf8(&mut Vec::new(), bad), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn utf8_scan_agrees_with_std_and_serde_json(
+            bytes in proptest::collection::vec(proptest::prop_oneof![0u8..0x80, 0x80u8..=0xff, proptest::strategy::Just(b'"')], 0..40)
+        ) {
+            let mut out = Vec::new();
+            let ok = write_utf8(&mut out, &bytes);
+            match std::str::from_utf8(&bytes) {
+                Ok(s) => {
+                    proptest::prop_assert!(ok);
+                    proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap());
+                }
+                Err(_) => proptest::prop_assert!(!ok),
+            }
         }
     }
 

@@ -45,7 +45,20 @@
 //! default (no default: [`CodecError::MissingDefault`]); an unknown enum symbol takes the reader's enum
 //! default (none: a [`DecodeError`] naming the symbol); a writer union branch the reader cannot take is an
 //! error only when a value uses it. Logical types resolve by their underlying type (the reader's logical type
-//! interprets the value), except that decimal scales must agree.
+//! interprets the value), except that decimal scales must agree. The JSON members follow the reader's
+//! field order.
+//!
+//! # Errors and limits
+//!
+//! Inputs are untrusted: no input makes a codec panic. On error the output buffer is left as it was, and the
+//! message names the field path (`field `request.latency_ms`: expected long, got string "abc"`). Decoding
+//! refuses values nested deeper than 128 records/arrays/maps (serde_json's own limit, which also bounds
+//! encoding), blocks claiming more items than the remaining bytes can hold, and more than 2^20 zero-byte
+//! items (nulls, empty records) per body. Floats are parsed exactly (serde_json's `float_roundtrip`).
+//!
+//! apache-avro 0.21 turns `uuid` on `fixed(16)` into its string-based `Schema::Uuid`, so such fields are
+//! read and written as strings (as apache-avro itself does), and it rejects `decimal` fields with defaults
+//! when parsing a schema.
 
 mod decode;
 mod encode;

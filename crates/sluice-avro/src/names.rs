@@ -21,11 +21,10 @@ impl<'s> Names<'s> {
 
     fn walk(&mut self, schema: &'s Schema) {
         match schema {
-            Schema::Record(r) => {
-                if self.map.insert(full_name(&r.name), schema).is_none() {
-                    for f in &r.fields {
-                        self.walk(&f.schema);
-                    }
+            // A record seen before (a recursive one) is not walked again.
+            Schema::Record(r) if self.map.insert(full_name(&r.name), schema).is_none() => {
+                for f in &r.fields {
+                    self.walk(&f.schema);
                 }
             }
             Schema::Enum(e) => {

@@ -472,7 +472,10 @@ fn writer_ty() -> Ty {
         fields: vec![
             Ty::Int,
             Ty::Union(vec![Ty::Null, Ty::Str]),
-            Ty::Record { name: String::new(), fields: vec![Ty::Float, Ty::Array(Box::new(Ty::Map(Box::new(Ty::Long))))] },
+            Ty::Record {
+                name: String::new(),
+                fields: vec![Ty::Float, Ty::Array(Box::new(Ty::Map(Box::new(Ty::Long))))],
+            },
             Ty::Enum { name: String::new(), symbols: 3 },
             Ty::Array(Box::new(Ty::Record { name: String::new(), fields: vec![Ty::Bytes, Ty::Int] })),
             Ty::Fixed { name: String::new(), size: 4 },

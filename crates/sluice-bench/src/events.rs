@@ -106,7 +106,8 @@ mod tests {
         assert!((280..=330).contains(&avg), "average event is {avg} bytes");
         assert_eq!(ndjson_batch(1, 10), ndjson_batch(1, 10), "deterministic for a seed");
         let schema: serde_json::Value = serde_json::from_str(AVRO_SCHEMA).unwrap();
-        let fields: Vec<&str> = schema["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+        let fields: Vec<&str> =
+            schema["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
         let v: serde_json::Value = serde_json::from_slice(lines[0]).unwrap();
         let mut keys: Vec<&str> = v["value"].as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort();

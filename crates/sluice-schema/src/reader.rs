@@ -170,12 +170,22 @@ const REMEMBERED: usize = 100_000;
 /// restart between a reader's retries can cause.
 pub struct DeadLetters {
     log: Arc<dyn LogStore>,
-    recent: Mutex<(HashSet<(String, u32, u64)>, VecDeque<(String, u32, u64)>)>,
+    recent: Mutex<Recent>,
+}
+
+/// Source coordinates of a record: topic, partition, offset.
+type Coordinates = (String, u32, u64);
+
+/// The last [`REMEMBERED`] dead-lettered records: a set to look up, a queue to forget the oldest.
+#[derive(Default)]
+struct Recent {
+    seen: HashSet<Coordinates>,
+    order: VecDeque<Coordinates>,
 }
 
 impl DeadLetters {
     pub fn new(log: Arc<dyn LogStore>) -> Self {
-        DeadLetters { log, recent: Mutex::new((HashSet::new(), VecDeque::new())) }
+        DeadLetters { log, recent: Mutex::new(Recent::default()) }
     }
 
     /// Dead-letters one record (once per process for the same source coordinates). The dead-letter topic is
@@ -194,14 +204,14 @@ impl DeadLetters {
         let id = (topic.to_string(), partition, offset);
         {
             let mut recent = self.recent.lock();
-            if !recent.0.insert(id.clone()) {
+            if !recent.seen.insert(id.clone()) {
                 return Ok(());
             }
-            recent.1.push_back(id.clone());
-            if recent.1.len() > REMEMBERED
-                && let Some(old) = recent.1.pop_front()
+            recent.order.push_back(id.clone());
+            if recent.order.len() > REMEMBERED
+                && let Some(old) = recent.order.pop_front()
             {
-                recent.0.remove(&old);
+                recent.seen.remove(&old);
             }
         }
         let dlq = dlq_topic(topic);
@@ -237,8 +247,8 @@ impl DeadLetters {
     }
 
     /// Lets a failed dead-lettering be retried.
-    fn forget(&self, id: (String, u32, u64), e: LogError) -> LogError {
-        self.recent.lock().0.remove(&id);
+    fn forget(&self, id: Coordinates, e: LogError) -> LogError {
+        self.recent.lock().seen.remove(&id);
         e
     }
 }

@@ -3,46 +3,18 @@
 //!
 //! `SLUICE_TEST_KILL_ROUNDS` sets the number of kills (default 12).
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{free_port, kill_rounds, spawn_server, wait_ready};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 const PARTITIONS: u32 = 3;
 const TOPIC: &str = "crash";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn_server(data: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--data-dir"])
-        .arg(data)
-        .args(["--http-addr", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sluice serve")
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("server at {base} did not become ready");
-}
 
 /// Every event of the topic, as partition -> offset -> id.
 async fn read_all(http: &reqwest::Client, base: &str) -> Vec<Vec<String>> {
@@ -121,7 +93,7 @@ fn check(log: &[Vec<String>], acked: &[(String, u32, u64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_acknowledged_event() {
-    let rounds: usize = std::env::var("SLUICE_TEST_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let rounds = kill_rounds();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

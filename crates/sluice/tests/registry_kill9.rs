@@ -1,42 +1,14 @@
 //! Process-level crash test of the schema registry: schemas registered while the server is SIGKILLed at random
 //! moments keep their ids, versions and subjects after every restart.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{free_port, kill_rounds, spawn_server, wait_ready};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn_server(data: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--data-dir"])
-        .arg(data)
-        .args(["--http-addr", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sluice serve")
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("server at {base} did not become ready");
-}
 
 /// Version `n` of a subject's schema: fields f0..=fn, each new one with a default (backward compatible).
 fn schema(subject: &str, n: usize) -> String {
@@ -78,7 +50,7 @@ async fn registrar(http: reqwest::Client, base: String, round: usize, acked: Ack
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_ids_survive_sigkill() {
-    let rounds: usize = std::env::var("SLUICE_TEST_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let rounds = kill_rounds();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
