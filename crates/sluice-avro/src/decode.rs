@@ -14,7 +14,8 @@ use crate::encode::Plan;
 use crate::error::{CodecError, DecodeError, DecodeErrorKind as K, Seg, render_path};
 use crate::json;
 use crate::logical::{self, Unit};
-use crate::names::{Names, describe, full_name};
+use crate::names::{Names, full_name};
+use crate::types::{Kind, describe, kind};
 
 type DId = u32;
 type SId = u32;
@@ -215,52 +216,6 @@ pub(crate) struct DPlan {
     root: DId,
 }
 
-/// The physical (encoded) shape of a type, with logical types mapped to what they annotate.
-enum Phys<'s> {
-    Null,
-    Bool,
-    Int,
-    Long,
-    Float,
-    Double,
-    Bytes,
-    String,
-    Fixed(Option<&'s Name>, &'s [Alias], usize),
-    Enum,
-    Array,
-    Map,
-    Record,
-    Union,
-}
-
-fn phys(s: &Schema) -> Phys<'_> {
-    match s {
-        Schema::Null => Phys::Null,
-        Schema::Boolean => Phys::Bool,
-        Schema::Int | Schema::Date | Schema::TimeMillis => Phys::Int,
-        Schema::Long
-        | Schema::TimeMicros
-        | Schema::TimestampMillis
-        | Schema::TimestampMicros
-        | Schema::TimestampNanos
-        | Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => Phys::Long,
-        Schema::Float => Phys::Float,
-        Schema::Double => Phys::Double,
-        Schema::Bytes | Schema::BigDecimal => Phys::Bytes,
-        Schema::String | Schema::Uuid => Phys::String,
-        Schema::Fixed(f) => Phys::Fixed(Some(&f.name), f.aliases.as_deref().unwrap_or(&[]), f.size),
-        Schema::Duration => Phys::Fixed(None, &[], 12),
-        Schema::Decimal(d) => phys(&d.inner),
-        Schema::Enum(_) => Phys::Enum,
-        Schema::Array(_) => Phys::Array,
-        Schema::Map(_) => Phys::Map,
-        Schema::Record(_) => Phys::Record,
-        Schema::Union(_) | Schema::Ref { .. } => Phys::Union,
-    }
-}
-
 /// Whether a writer named type is the reader's: same full name, same unqualified name (the spec's rule), or
 /// a reader alias naming it.
 fn names_match(w: &Name, r: &Name, r_aliases: &[Alias]) -> bool {
@@ -320,37 +275,31 @@ impl<'w, 'r, 'p> DCompiler<'w, 'r, 'p> {
     /// `exact` leaves out promotions.
     fn matches(&self, w: &Schema, r: &Schema, exact: bool) -> bool {
         let (Ok(w), Ok(r)) = (self.wnames.deref(w), self.rnames.deref(r)) else { return false };
-        match (phys(w), phys(r)) {
-            (Phys::Null, Phys::Null)
-            | (Phys::Bool, Phys::Bool)
-            | (Phys::Int, Phys::Int)
-            | (Phys::Long, Phys::Long)
-            | (Phys::Float, Phys::Float)
-            | (Phys::Double, Phys::Double)
-            | (Phys::Bytes, Phys::Bytes)
-            | (Phys::String, Phys::String)
-            | (Phys::Array, Phys::Array)
-            | (Phys::Map, Phys::Map) => true,
-            (Phys::Int, Phys::Long | Phys::Float | Phys::Double)
-            | (Phys::Long, Phys::Float | Phys::Double)
-            | (Phys::Float, Phys::Double)
-            | (Phys::String, Phys::Bytes)
-            | (Phys::Bytes, Phys::String) => !exact,
-            (Phys::Fixed(wn, _, ws), Phys::Fixed(rn, ra, rs)) => {
+        match (kind(w), kind(r)) {
+            (Kind::Null, Kind::Null)
+            | (Kind::Boolean, Kind::Boolean)
+            | (Kind::Int, Kind::Int)
+            | (Kind::Long, Kind::Long)
+            | (Kind::Float, Kind::Float)
+            | (Kind::Double, Kind::Double)
+            | (Kind::Bytes, Kind::Bytes)
+            | (Kind::String, Kind::String)
+            | (Kind::Array(_), Kind::Array(_))
+            | (Kind::Map(_), Kind::Map(_)) => true,
+            (Kind::Int, Kind::Long | Kind::Float | Kind::Double)
+            | (Kind::Long, Kind::Float | Kind::Double)
+            | (Kind::Float, Kind::Double)
+            | (Kind::String, Kind::Bytes)
+            | (Kind::Bytes, Kind::String) => !exact,
+            (Kind::Fixed { name: wn, size: ws, .. }, Kind::Fixed { name: rn, aliases: ra, size: rs }) => {
                 ws == rs
                     && match (wn, rn) {
                         (Some(wn), Some(rn)) => names_match(wn, rn, ra),
                         _ => true,
                     }
             }
-            (Phys::Enum, Phys::Enum) => match (w, r) {
-                (Schema::Enum(we), Schema::Enum(re)) => names_match(&we.name, &re.name, aliases(&re.aliases)),
-                _ => false,
-            },
-            (Phys::Record, Phys::Record) => match (w, r) {
-                (Schema::Record(wr), Schema::Record(rr)) => names_match(&wr.name, &rr.name, aliases(&rr.aliases)),
-                _ => false,
-            },
+            (Kind::Enum(we), Kind::Enum(re)) => names_match(&we.name, &re.name, aliases(&re.aliases)),
+            (Kind::Record(wr), Kind::Record(rr)) => names_match(&wr.name, &rr.name, aliases(&rr.aliases)),
             _ => false,
         }
     }
@@ -395,33 +344,33 @@ impl<'w, 'r, 'p> DCompiler<'w, 'r, 'p> {
             return self.resolve(w, rb);
         }
         let mismatch = || format!("writer {} cannot be read as reader {}", describe(w), describe(r));
-        let num = match phys(w) {
-            Phys::Int => Some(Num::Int),
-            Phys::Long => Some(Num::Long),
+        let num = match kind(w) {
+            Kind::Int => Some(Num::Int),
+            Kind::Long => Some(Num::Long),
             _ => None,
         };
         let node = match r {
             Schema::Null => matches!(w, Schema::Null).then_some(DNode::Null),
             Schema::Boolean => matches!(w, Schema::Boolean).then_some(DNode::Bool),
-            Schema::Int => matches!(phys(w), Phys::Int).then_some(DNode::Integer(Num::Int)),
+            Schema::Int => matches!(kind(w), Kind::Int).then_some(DNode::Integer(Num::Int)),
             Schema::Long => num.map(DNode::Integer),
-            Schema::Float => match phys(w) {
-                Phys::Int => Some(DNode::F32(FSrc::Int)),
-                Phys::Long => Some(DNode::F32(FSrc::Long)),
-                Phys::Float => Some(DNode::F32(FSrc::Float)),
+            Schema::Float => match kind(w) {
+                Kind::Int => Some(DNode::F32(FSrc::Int)),
+                Kind::Long => Some(DNode::F32(FSrc::Long)),
+                Kind::Float => Some(DNode::F32(FSrc::Float)),
                 _ => None,
             },
-            Schema::Double => match phys(w) {
-                Phys::Int => Some(DNode::F64(FSrc::Int)),
-                Phys::Long => Some(DNode::F64(FSrc::Long)),
-                Phys::Float => Some(DNode::F64(FSrc::Float)),
-                Phys::Double => Some(DNode::F64(FSrc::Double)),
+            Schema::Double => match kind(w) {
+                Kind::Int => Some(DNode::F64(FSrc::Int)),
+                Kind::Long => Some(DNode::F64(FSrc::Long)),
+                Kind::Float => Some(DNode::F64(FSrc::Float)),
+                Kind::Double => Some(DNode::F64(FSrc::Double)),
                 _ => None,
             },
-            Schema::String | Schema::Uuid => matches!(phys(w), Phys::String | Phys::Bytes).then_some(DNode::Str),
-            Schema::Bytes => matches!(phys(w), Phys::String | Phys::Bytes).then_some(DNode::Bytes),
-            Schema::Date => matches!(phys(w), Phys::Int).then_some(DNode::Date),
-            Schema::TimeMillis => matches!(phys(w), Phys::Int).then_some(DNode::Time(Num::Int, Unit::Millis)),
+            Schema::String | Schema::Uuid => matches!(kind(w), Kind::String | Kind::Bytes).then_some(DNode::Str),
+            Schema::Bytes => matches!(kind(w), Kind::String | Kind::Bytes).then_some(DNode::Bytes),
+            Schema::Date => matches!(kind(w), Kind::Int).then_some(DNode::Date),
+            Schema::TimeMillis => matches!(kind(w), Kind::Int).then_some(DNode::Time(Num::Int, Unit::Millis)),
             Schema::TimeMicros => num.map(|n| DNode::Time(n, Unit::Micros)),
             Schema::TimestampMillis | Schema::LocalTimestampMillis => num.map(|n| DNode::Timestamp(n, Unit::Millis)),
             Schema::TimestampMicros | Schema::LocalTimestampMicros => num.map(|n| DNode::Timestamp(n, Unit::Micros)),
@@ -441,11 +390,11 @@ impl<'w, 'r, 'p> DCompiler<'w, 'r, 'p> {
                 };
                 let ok = match fixed {
                     Some(_) => self.matches(w, &rd.inner, true),
-                    None => matches!(phys(w), Phys::Bytes),
+                    None => matches!(kind(w), Kind::Bytes),
                 };
                 ok.then_some(DNode::Decimal { precision: rd.precision, scale: rd.scale, fixed })
             }
-            Schema::BigDecimal => matches!(phys(w), Phys::Bytes).then_some(DNode::BigDecimal),
+            Schema::BigDecimal => matches!(kind(w), Kind::Bytes).then_some(DNode::BigDecimal),
             Schema::Duration => self.matches(w, r, true).then_some(DNode::Duration),
             Schema::Fixed(f) => self.matches(w, r, true).then_some(DNode::Fixed(f.size)),
             Schema::Enum(re) => match w {
@@ -624,37 +573,24 @@ impl<'w, 'r, 'p> DCompiler<'w, 'r, 'p> {
 
     fn skip(&mut self, w: &'w Schema) -> Result<SId, CodecError> {
         let w = self.wnames.deref(w)?;
-        let (node, min) = match w {
-            Schema::Null => (SNode::Zero, 0),
-            Schema::Boolean => (SNode::Fixed(1), 1),
-            Schema::Float => (SNode::Fixed(4), 4),
-            Schema::Double => (SNode::Fixed(8), 8),
-            Schema::Fixed(f) => (SNode::Fixed(f.size), f.size),
-            Schema::Duration => (SNode::Fixed(12), 12),
-            Schema::Decimal(d) => return self.skip(&d.inner),
-            Schema::Int
-            | Schema::Long
-            | Schema::Enum(_)
-            | Schema::Date
-            | Schema::TimeMillis
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => (SNode::Varint, 1),
-            Schema::Bytes | Schema::String | Schema::Uuid | Schema::BigDecimal => (SNode::Bytes, 1),
-            Schema::Array(a) => (SNode::Array(self.skip(&a.items)?), 1),
-            Schema::Map(m) => (SNode::Map(self.skip(&m.types)?), 1),
-            Schema::Union(u) => {
+        let (node, min) = match kind(w) {
+            Kind::Null => (SNode::Zero, 0),
+            Kind::Boolean => (SNode::Fixed(1), 1),
+            Kind::Float => (SNode::Fixed(4), 4),
+            Kind::Double => (SNode::Fixed(8), 8),
+            Kind::Fixed { size, .. } => (SNode::Fixed(size), size),
+            Kind::Int | Kind::Long | Kind::Enum(_) => (SNode::Varint, 1),
+            Kind::Bytes | Kind::String => (SNode::Bytes, 1),
+            Kind::Array(items) => (SNode::Array(self.skip(items)?), 1),
+            Kind::Map(values) => (SNode::Map(self.skip(values)?), 1),
+            Kind::Union(variants) => {
                 let mut branches = Vec::new();
-                for b in u.variants() {
+                for b in variants {
                     branches.push(self.skip(b)?);
                 }
                 (SNode::Union(branches), 1)
             }
-            Schema::Record(rec) => {
+            Kind::Record(rec) => {
                 let name = full_name(&rec.name);
                 if let Some(id) = self.skip_memo.get(&name) {
                     return Ok(*id);
@@ -675,7 +611,7 @@ impl<'w, 'r, 'p> DCompiler<'w, 'r, 'p> {
                 return Ok(id);
             }
             // Names::deref never returns a reference; refuse rather than trust that here.
-            Schema::Ref { name } => return Err(CodecError::UnknownType(full_name(name))),
+            Kind::Ref(name) => return Err(CodecError::UnknownType(full_name(name))),
         };
         Ok(self.push_skip(node, min))
     }

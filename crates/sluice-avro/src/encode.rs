@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use crate::error::{CodecError, EncodeError, EncodeErrorKind, Seg, render_path};
 use crate::logical::{self, Unit};
-use crate::names::{Names, branch_tags, describe, full_name};
+use crate::names::{Names, branch_tags, full_name};
+use crate::types::describe;
 
 type NodeId = u32;
 

@@ -6,6 +6,8 @@
 //! - [`Decoder`]: Avro binary written with one schema -> JSON text of another (or the same) schema,
 //!   applying the Avro specification's schema resolution.
 //! - [`wire`]: the Confluent framing (magic byte 0, 4-byte big-endian schema id, body).
+//! - [`types`]: what a schema is underneath ([`types::kind`], logical types as their underlying type) and how
+//!   a type is named in messages ([`types::describe`]); shared with the schema registry.
 //! - [`CodecError`] (schema problems), [`EncodeError`], [`DecodeError`], [`WireError`].
 //!
 //! Schemas are [`Schema`]s parsed with `apache_avro::Schema::parse_str`; the codecs themselves do not go
@@ -66,6 +68,7 @@ mod error;
 mod json;
 mod logical;
 mod names;
+pub mod types;
 pub mod wire;
 
 pub use apache_avro::Schema;

@@ -15,8 +15,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use apache_avro::Schema;
-use apache_avro::schema::{Alias, EnumSchema, Name, RecordSchema};
+use apache_avro::schema::{Alias, Name, RecordSchema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sluice_avro::types::{Kind, describe, kind};
 
 use crate::error::SchemaError;
 
@@ -230,43 +231,6 @@ fn collect_names<'a>(schema: &'a Schema, names: &mut HashMap<String, &'a Schema>
     }
 }
 
-/// A schema as the resolution rules see it: logical types as their underlying types, references resolved.
-#[derive(Clone, Copy)]
-enum View<'a> {
-    Null,
-    Boolean,
-    Int,
-    Long,
-    Float,
-    Double,
-    Bytes,
-    String,
-    Array(&'a Schema),
-    Map(&'a Schema),
-    Union(&'a [Schema]),
-    Record(&'a RecordSchema),
-    Enum(&'a EnumSchema),
-    /// `name` is `None` for apache_avro's `duration`, which does not keep the fixed type's name.
-    Fixed {
-        name: Option<&'a Name>,
-        aliases: Option<&'a [Alias]>,
-        size: usize,
-    },
-    /// A reference to a name the schema does not define (cannot happen for a parsed schema).
-    Unresolved(&'a Name),
-}
-
-impl View<'_> {
-    fn kind_name(&self) -> &'static str {
-        match self {
-            View::Record(_) => "record",
-            View::Enum(_) => "enum",
-            View::Fixed { .. } => "fixed",
-            _ => "type",
-        }
-    }
-}
-
 struct Checker<'a> {
     w_names: &'a HashMap<String, &'a Schema>,
     r_names: &'a HashMap<String, &'a Schema>,
@@ -275,69 +239,15 @@ struct Checker<'a> {
     out: Vec<Incompatibility>,
 }
 
-fn view<'a>(s: &'a Schema, names: &HashMap<String, &'a Schema>) -> View<'a> {
-    match s {
-        Schema::Null => View::Null,
-        Schema::Boolean => View::Boolean,
-        Schema::Int | Schema::Date | Schema::TimeMillis => View::Int,
-        Schema::Long
-        | Schema::TimeMicros
-        | Schema::TimestampMillis
-        | Schema::TimestampMicros
-        | Schema::TimestampNanos
-        | Schema::LocalTimestampMillis
-        | Schema::LocalTimestampMicros
-        | Schema::LocalTimestampNanos => View::Long,
-        Schema::Float => View::Float,
-        Schema::Double => View::Double,
-        Schema::Bytes | Schema::BigDecimal => View::Bytes,
-        Schema::String | Schema::Uuid => View::String,
-        Schema::Array(a) => View::Array(&a.items),
-        Schema::Map(m) => View::Map(&m.types),
-        Schema::Union(u) => View::Union(u.variants()),
-        Schema::Record(r) => View::Record(r),
-        Schema::Enum(e) => View::Enum(e),
-        Schema::Fixed(f) => View::Fixed { name: Some(&f.name), aliases: f.aliases.as_deref(), size: f.size },
-        Schema::Decimal(d) => view(&d.inner, names),
-        Schema::Duration => View::Fixed { name: None, aliases: None, size: 12 },
-        Schema::Ref { name } => match names.get(&name.fullname(None)) {
-            Some(target) if !matches!(target, Schema::Ref { .. }) => view(target, names),
-            _ => View::Unresolved(name),
+/// A schema as the resolution rules see it: logical types as their underlying types, references resolved.
+/// A [`Kind::Ref`] left over names a type the schema does not define (cannot happen for a parsed schema).
+fn view<'a>(s: &'a Schema, names: &HashMap<String, &'a Schema>) -> Kind<'a> {
+    match kind(s) {
+        Kind::Ref(name) => match names.get(&name.fullname(None)) {
+            Some(target) if !matches!(target, Schema::Ref { .. }) => kind(target),
+            _ => Kind::Ref(name),
         },
-    }
-}
-
-/// A short description of a type for messages: `int`, `record shop.Order`, `array<string>`, `[null, string]`.
-fn describe(s: &Schema) -> String {
-    match s {
-        Schema::Null => "null".into(),
-        Schema::Boolean => "boolean".into(),
-        Schema::Int => "int".into(),
-        Schema::Long => "long".into(),
-        Schema::Float => "float".into(),
-        Schema::Double => "double".into(),
-        Schema::Bytes => "bytes".into(),
-        Schema::String => "string".into(),
-        Schema::Array(a) => format!("array<{}>", describe(&a.items)),
-        Schema::Map(m) => format!("map<{}>", describe(&m.types)),
-        Schema::Union(u) => format!("[{}]", u.variants().iter().map(describe).collect::<Vec<_>>().join(", ")),
-        Schema::Record(r) => format!("record {}", r.name.fullname(None)),
-        Schema::Enum(e) => format!("enum {}", e.name.fullname(None)),
-        Schema::Fixed(f) => format!("fixed {}({})", f.name.fullname(None), f.size),
-        Schema::Decimal(d) => format!("{} (decimal({}, {}))", describe(&d.inner), d.precision, d.scale),
-        Schema::BigDecimal => "bytes (big-decimal)".into(),
-        Schema::Uuid => "string (uuid)".into(),
-        Schema::Date => "int (date)".into(),
-        Schema::TimeMillis => "int (time-millis)".into(),
-        Schema::TimeMicros => "long (time-micros)".into(),
-        Schema::TimestampMillis => "long (timestamp-millis)".into(),
-        Schema::TimestampMicros => "long (timestamp-micros)".into(),
-        Schema::TimestampNanos => "long (timestamp-nanos)".into(),
-        Schema::LocalTimestampMillis => "long (local-timestamp-millis)".into(),
-        Schema::LocalTimestampMicros => "long (local-timestamp-micros)".into(),
-        Schema::LocalTimestampNanos => "long (local-timestamp-nanos)".into(),
-        Schema::Duration => "fixed(12) (duration)".into(),
-        Schema::Ref { name } => name.fullname(None),
+        k => k,
     }
 }
 
@@ -352,9 +262,9 @@ fn at(path: &str) -> String {
     }
 }
 
-fn names_match(writer: &Name, reader: &Name, reader_aliases: Option<&[Alias]>) -> bool {
+fn names_match(writer: &Name, reader: &Name, reader_aliases: &[Alias]) -> bool {
     writer.name == reader.name
-        || reader_aliases.unwrap_or_default().iter().any(|a| {
+        || reader_aliases.iter().any(|a| {
             let full = a.fullname(reader.namespace.clone());
             full == writer.fullname(None) || a.name() == writer.name
         })
@@ -378,27 +288,27 @@ impl<'a> Checker<'a> {
     fn check(&mut self, w: &'a Schema, r: &'a Schema, path: &str) {
         let (wv, rv) = (view(w, self.w_names), view(r, self.r_names));
         match (wv, rv) {
-            (View::Unresolved(n), _) | (_, View::Unresolved(n)) => {
+            (Kind::Ref(n), _) | (_, Kind::Ref(n)) => {
                 let msg = format!("{}type `{}` is not defined", at(path), n.fullname(None));
                 self.push(IncompatibilityKind::TypeMismatch, path, msg);
             }
             // A writer union: every branch the writer may have used must be readable.
-            (View::Union(ws), _) => {
+            (Kind::Union(ws), _) => {
                 for branch in ws {
                     self.check(branch, r, path);
                 }
             }
-            (_, View::Union(rs)) => self.check_reader_union(w, rs, r, path),
-            (View::Null, View::Null)
-            | (View::Boolean, View::Boolean)
-            | (View::Int, View::Int | View::Long | View::Float | View::Double)
-            | (View::Long, View::Long | View::Float | View::Double)
-            | (View::Float, View::Float | View::Double)
-            | (View::Double, View::Double)
-            | (View::Bytes | View::String, View::Bytes | View::String) => {}
-            (View::Array(wi), View::Array(ri)) => self.check(wi, ri, &format!("{path}[]")),
-            (View::Map(wv), View::Map(rv)) => self.check(wv, rv, &format!("{path}{{}}")),
-            (View::Fixed { name: wn, size: ws, .. }, View::Fixed { name: rn, aliases: ra, size: rs }) => {
+            (_, Kind::Union(rs)) => self.check_reader_union(w, rs, r, path),
+            (Kind::Null, Kind::Null)
+            | (Kind::Boolean, Kind::Boolean)
+            | (Kind::Int, Kind::Int | Kind::Long | Kind::Float | Kind::Double)
+            | (Kind::Long, Kind::Long | Kind::Float | Kind::Double)
+            | (Kind::Float, Kind::Float | Kind::Double)
+            | (Kind::Double, Kind::Double)
+            | (Kind::Bytes | Kind::String, Kind::Bytes | Kind::String) => {}
+            (Kind::Array(wi), Kind::Array(ri)) => self.check(wi, ri, &format!("{path}[]")),
+            (Kind::Map(wv), Kind::Map(rv)) => self.check(wv, rv, &format!("{path}{{}}")),
+            (Kind::Fixed { name: wn, size: ws, .. }, Kind::Fixed { name: rn, aliases: ra, size: rs }) => {
                 if let (Some(wn), Some(rn)) = (wn, rn)
                     && !names_match(wn, rn, ra)
                 {
@@ -409,8 +319,8 @@ impl<'a> Checker<'a> {
                     self.push(IncompatibilityKind::FixedSizeMismatch, path, msg);
                 }
             }
-            (View::Enum(we), View::Enum(re)) => {
-                if !names_match(&we.name, &re.name, re.aliases.as_deref()) {
+            (Kind::Enum(we), Kind::Enum(re)) => {
+                if !names_match(&we.name, &re.name, re.aliases.as_deref().unwrap_or_default()) {
                     self.name_mismatch("enum", &we.name, &re.name, path);
                     return;
                 }
@@ -427,7 +337,7 @@ impl<'a> Checker<'a> {
                     self.push(IncompatibilityKind::MissingEnumSymbols, path, msg);
                 }
             }
-            (View::Record(wr), View::Record(rr)) => self.check_record(wr, rr, path),
+            (Kind::Record(wr), Kind::Record(rr)) => self.check_record(wr, rr, path),
             _ => self.type_mismatch(w, r, path),
         }
     }
@@ -472,7 +382,7 @@ impl<'a> Checker<'a> {
     }
 
     fn check_record(&mut self, w: &'a RecordSchema, r: &'a RecordSchema, path: &str) {
-        if !names_match(&w.name, &r.name, r.aliases.as_deref()) {
+        if !names_match(&w.name, &r.name, r.aliases.as_deref().unwrap_or_default()) {
             self.name_mismatch("record", &w.name, &r.name, path);
             return;
         }
@@ -506,15 +416,14 @@ impl<'a> Checker<'a> {
 }
 
 /// Both are records, enums or fixed types of the same name: the branch a reader union would pick.
-fn same_named_kind(w: View<'_>, r: View<'_>) -> bool {
-    let name = |v: &View| match v {
-        View::Record(r) => Some(r.name.name.clone()),
-        View::Enum(e) => Some(e.name.name.clone()),
-        View::Fixed { name, .. } => name.map(|n| n.name.clone()),
-        _ => None,
-    };
-    (w.kind_name() == r.kind_name() && name(&w).is_some() && name(&w) == name(&r))
-        || matches!((w, r), (View::Array(_), View::Array(_)) | (View::Map(_), View::Map(_)))
+fn same_named_kind(w: Kind<'_>, r: Kind<'_>) -> bool {
+    match (w, r) {
+        (Kind::Record(w), Kind::Record(r)) => w.name.name == r.name.name,
+        (Kind::Enum(w), Kind::Enum(r)) => w.name.name == r.name.name,
+        (Kind::Fixed { name: Some(w), .. }, Kind::Fixed { name: Some(r), .. }) => w.name == r.name,
+        (Kind::Array(_), Kind::Array(_)) | (Kind::Map(_), Kind::Map(_)) => true,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -106,9 +106,16 @@ pub fn http() -> reqwest::Client {
 
 /// Sends a request and returns the JSON body, turning API errors into their message.
 pub async fn call(req: reqwest::RequestBuilder, server: &str) -> Result<(reqwest::StatusCode, Value)> {
+    let (status, text) = call_text(req, server).await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// Like [`call`], returning the body as text (to keep it exactly as the server wrote it).
+async fn call_text(req: reqwest::RequestBuilder, server: &str) -> Result<(reqwest::StatusCode, String)> {
     let resp = req.send().await.with_context(|| format!("cannot reach the sluice server at {server}"))?;
     let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let text = resp.text().await.with_context(|| format!("reading the answer of {server}"))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if !status.is_success() && body.get("results").is_none() {
         // Sluice's `{"error":{"message"}}`, or the Confluent APIs' `{"error_code","message"}`.
         let msg = body["error"]["message"]
@@ -118,7 +125,14 @@ pub async fn call(req: reqwest::RequestBuilder, server: &str) -> Result<(reqwest
             .unwrap_or_else(|| body.to_string());
         bail!("{msg} (HTTP {})", status.as_u16());
     }
-    Ok((status, body))
+    Ok((status, text))
+}
+
+/// A page of `GET /v1/topics/{topic}/events`, events kept as the server wrote them.
+#[derive(serde::Deserialize)]
+struct Page {
+    events: Vec<Box<RawValue>>,
+    next_offset: u64,
 }
 
 pub fn url(server: &str, path: &str) -> String {
@@ -261,18 +275,18 @@ pub async fn tail(args: TailArgs) -> Result<()> {
             if args.follow && single {
                 q.push_str("&wait_ms=1000");
             }
-            let (_, resp) = call(client.get(url(server, &q)), server).await?;
-            let events = resp["events"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let (_, text) = call_text(client.get(url(server, &q)), server).await?;
+            let page: Page = serde_json::from_str(&text).context("unexpected answer to a read")?;
             let mut out = stdout.lock();
-            for e in events {
+            for e in &page.events {
                 if args.limit.is_some_and(|l| printed >= l) {
                     return Ok(());
                 }
-                writeln!(out, "{e}")?;
+                writeln!(out, "{}", e.get())?;
                 printed += 1;
             }
-            got_any |= !events.is_empty();
-            *next = resp["next_offset"].as_u64().or(*next);
+            got_any |= !page.events.is_empty();
+            *next = Some(page.next_offset);
         }
         if args.limit.is_some_and(|l| printed >= l) {
             return Ok(());

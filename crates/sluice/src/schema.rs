@@ -127,8 +127,8 @@ pub async fn run(cmd: SchemaCommand) -> Result<ExitCode> {
                 }
                 (None, None) => bail!("give a subject or --id"),
             };
-            let parsed: Value = serde_json::from_str(schema.as_str().unwrap_or("null")).unwrap_or(schema);
-            println!("# {meta}\n{}", serde_json::to_string_pretty(&parsed)?);
+            // As registered (field order matters to readers; pipe to `jq` to indent).
+            println!("# {meta}\n{}", schema.as_str().map_or_else(|| schema.to_string(), str::to_string));
         }
         SchemaCommand::Check { subject, source, version, server } => {
             let s = &server.server;
