@@ -518,6 +518,7 @@ async fn create_topic(State(state): State<Arc<AppState>>, headers: HeaderMap, bo
     let body = read_body(&headers, body, 64 << 10).await?;
     let req: CreateTopic = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid topic request: {e}")))?;
+    ensure_not_internal(&req.name)?;
     let retention = match req.retention.as_deref() {
         None => None,
         Some("forever") => Some(Duration::MAX),

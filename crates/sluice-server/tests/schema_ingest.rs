@@ -255,5 +255,10 @@ async fn internal_topics_are_protected() {
     assert_eq!((a.status, a.json["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("internal_topic")));
     let (st, b) = s.post("/v1/topics/_schemas/events", r#"{"value":{}}"#).await;
     assert_eq!((st, b["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("internal_topic")));
+    let (st, b) = s.post("/v1/topics", r#"{"name":"_mine","partitions":1}"#).await;
+    assert_eq!((st, b["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("internal_topic")));
+    let body = r#"{"records":[{"value":{}}]}"#;
+    let a = s.send(Method::POST, "/topics/_schemas", Some(body), Some("application/vnd.kafka.json.v2+json")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
     s.stop().await;
 }
