@@ -552,7 +552,7 @@ impl<'w, 'r, 'p> DCompiler<'w, 'r, 'p> {
             root: node,
         };
         let mut out = Vec::new();
-        let res = plan.decode(bytes, &mut out);
+        let res = plan.decode(bytes, &mut out, crate::Decoder::default_max_json(bytes.len()));
         compiler.nodes = plan.nodes;
         compiler.skips = plan.skips;
         compiler.smin = plan.smin;
@@ -625,13 +625,18 @@ impl DPlan {
         Ok(DPlan { nodes: c.nodes, skips: c.skips, smin: c.smin, root })
     }
 
-    pub(crate) fn decode(&self, avro: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    pub(crate) fn decode(&self, avro: &[u8], out: &mut Vec<u8>, max_json: usize) -> Result<(), DecodeError> {
         let start = out.len();
-        let mut run = Run { plan: self, zero_budget: MAX_ZERO_SIZE_ITEMS };
+        let out_limit = start.saturating_add(max_json);
+        let mut run = Run { plan: self, zero_budget: MAX_ZERO_SIZE_ITEMS, out_limit, max_json };
         let mut r = Reader::new(avro);
         let mut res = run.node(self.root, &mut r, out, 0);
         if res.is_ok() && r.remaining() > 0 {
             res = Err(fail(K::TrailingBytes(r.remaining())));
+        }
+        // Checked before every value too, so the overshoot before an error is at most one value's JSON.
+        if res.is_ok() && out.len() > out_limit {
+            res = Err(fail(K::OutputTooLarge(max_json)));
         }
         res.map_err(|f| {
             out.truncate(start);
@@ -669,6 +674,9 @@ fn with_seg<'p>(seg: Seg<'p>) -> impl FnOnce(Box<Fail<'p>>) -> Box<Fail<'p>> {
 struct Run<'p> {
     plan: &'p DPlan,
     zero_budget: usize,
+    /// `out` may not grow past this: defaults and zero-size items can make JSON far larger than the input.
+    out_limit: usize,
+    max_json: usize,
 }
 
 impl<'p> Run<'p> {
@@ -694,6 +702,9 @@ impl<'p> Run<'p> {
     }
 
     fn node(&mut self, id: DId, r: &mut Reader<'_>, out: &mut Vec<u8>, depth: usize) -> Res<'p> {
+        if out.len() > self.out_limit {
+            return Err(fail(K::OutputTooLarge(self.max_json)));
+        }
         let plan = self.plan;
         match &plan.nodes[id as usize] {
             DNode::Null => out.extend_from_slice(b"null"),
@@ -987,7 +998,7 @@ mod tests {
         let DNode::Record(rec) = &swapped.nodes[swapped.root as usize] else { panic!("record plan") };
         assert!(rec.reorder.is_some());
         let mut out = Vec::new();
-        swapped.decode(&[2, 4], &mut out).unwrap();
+        swapped.decode(&[2, 4], &mut out, usize::MAX).unwrap();
         assert_eq!(out, br#"{"b":2,"c":3,"a":1}"#);
     }
 }

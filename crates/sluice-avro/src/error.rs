@@ -117,6 +117,8 @@ pub enum DecodeErrorKind {
     InvalidUtf8,
     #[error("{0}")]
     InvalidValue(String),
+    #[error("decoded JSON would exceed {0} bytes")]
+    OutputTooLarge(usize),
     #[error("block of {0} items is larger than the data allows")]
     TooManyItems(i64),
     #[error("values nested deeper than {0} levels")]

@@ -115,8 +115,21 @@ impl Decoder {
 
     /// Appends the JSON text of the Avro body `avro` to `out`; the body must hold exactly one value.
     /// On error `out` is left as it was.
+    ///
+    /// The JSON may not exceed [`Decoder::default_max_json`] bytes for this input: reader defaults and
+    /// zero-size items (nulls, empty records) can otherwise turn a few bytes into gigabytes.
     pub fn decode_to_json(&self, avro: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        self.plan.decode(avro, out)
+        self.plan.decode(avro, out, Self::default_max_json(avro.len()))
+    }
+
+    /// Like [`Decoder::decode_to_json`] with an explicit bound on the JSON written.
+    pub fn decode_to_json_capped(&self, avro: &[u8], out: &mut Vec<u8>, max_json: usize) -> Result<(), DecodeError> {
+        self.plan.decode(avro, out, max_json)
+    }
+
+    /// The default bound on the JSON of one value: 1 MiB plus 64 bytes per input byte.
+    pub fn default_max_json(avro_len: usize) -> usize {
+        (1 << 20) + avro_len.saturating_mul(64)
     }
 }
 

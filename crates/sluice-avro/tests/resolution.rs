@@ -342,3 +342,39 @@ fn wire_format_frames_decodable_bodies() {
     );
     assert_eq!(sluice_avro::wire::parse(&[]).unwrap_err().to_string(), "empty message");
 }
+
+#[test]
+fn json_output_is_bounded_whatever_the_defaults() {
+    // Written: an array of empty records (each item takes no bytes). Read: each item gains a 10 KB default,
+    // so 1,000,000 items in a 5-byte body would be 10 GB of JSON.
+    let writer =
+        sluice_avro::Schema::parse_str(r#"{"type":"array","items":{"type":"record","name":"E","fields":[]}}"#).unwrap();
+    let big = "x".repeat(10_000);
+    let reader = sluice_avro::Schema::parse_str(&format!(
+        r#"{{"type":"array","items":{{"type":"record","name":"E","fields":[{{"name":"f","type":"string","default":"{big}"}}]}}}}"#
+    ))
+    .unwrap();
+    let d = sluice_avro::Decoder::new(&writer, &reader).unwrap();
+    let mut body = Vec::new();
+    // Block of 1,000,000 items (zigzag varint), then the end-of-array block.
+    let mut n: u64 = 2_000_000;
+    while n >= 0x80 {
+        body.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    body.push(n as u8);
+    body.push(0);
+    let mut out = b"prefix".to_vec();
+    let err = d.decode_to_json(&body, &mut out).unwrap_err();
+    assert!(err.to_string().contains("would exceed"), "{err}");
+    assert_eq!(out, b"prefix", "nothing is left behind");
+    // A small legitimate expansion stays within the default bound.
+    let mut one = vec![2, 0];
+    one.extend_from_slice(&[]);
+    let mut out = Vec::new();
+    d.decode_to_json(&one, &mut out).unwrap();
+    assert!(out.len() > 10_000);
+    // An explicit smaller cap is honoured.
+    let mut out = Vec::new();
+    assert!(d.decode_to_json_capped(&one, &mut out, 100).is_err());
+}

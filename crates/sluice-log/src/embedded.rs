@@ -238,7 +238,7 @@ impl LogInner {
             retention_ms: match meta.retention_ms {
                 Some(u64::MAX) => None,
                 Some(ms) => Some(ms),
-                None => self.opts.retention.map(|d| d.as_millis() as u64),
+                None => self.opts.retention.map(|d| d.as_millis().min(u64::MAX as u128) as u64),
             },
             retention_bytes: meta.retention_bytes.or(self.opts.retention_bytes),
             created_at_ms: meta.created_at_ms,

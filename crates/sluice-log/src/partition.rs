@@ -306,7 +306,10 @@ impl PartitionCore {
             while n + 1 < segs.len() {
                 let seg = &segs[n];
                 let st = seg.state.read();
-                let too_old = max_age.is_some_and(|a| st.max_append_time < now_ms - a.as_millis() as i64);
+                // A retention too long to subtract from now never expires anything.
+                let cutoff =
+                    max_age.and_then(|a| i64::try_from(a.as_millis()).ok()).and_then(|a| now_ms.checked_sub(a));
+                let too_old = cutoff.is_some_and(|c| st.max_append_time < c);
                 let too_big = max_bytes.is_some_and(|b| total - st.len >= b);
                 if !(too_old || too_big) {
                     break;

@@ -709,3 +709,19 @@ async fn sync_all_and_flush_make_interval_acknowledgements_durable() {
         assert_eq!(hw, if sync_before_crash { 20 } else { 0 }, "sync_all before crash: {sync_before_crash}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_too_long_to_compute_deletes_nothing() {
+    let opts = tiny_segments();
+    let storage = SimStorage::new();
+    let (log, _) = open(&storage, &opts);
+    let spec = TopicSpec { retention: Some(Duration::from_secs(u64::MAX / 1000)), ..TopicSpec::new(TOPIC, 1) };
+    log.create_topic(spec).await.unwrap();
+    for n in 0..50 {
+        log.append(TOPIC, 0, vec![record(n)]).await.unwrap();
+    }
+    let before = log.describe_topic(TOPIC).await.unwrap().partition_details[0].segments;
+    assert!(before > 1);
+    assert_eq!(log.apply_retention_at(sluice_log::now_ms()).unwrap(), 0);
+    assert_eq!(log.describe_topic(TOPIC).await.unwrap().partition_details[0].segments, before);
+}

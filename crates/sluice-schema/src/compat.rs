@@ -170,7 +170,7 @@ pub fn can_read(writer: &Schema, reader: &Schema) -> Vec<Incompatibility> {
     collect_names(writer, &mut w_names);
     let mut r_names = HashMap::new();
     collect_names(reader, &mut r_names);
-    let mut checker = Checker { w_names: &w_names, r_names: &r_names, in_progress: HashSet::new(), out: Vec::new() };
+    let mut checker = Checker { w_names: &w_names, r_names: &r_names, checked: HashSet::new(), out: Vec::new() };
     checker.check(writer, reader, "");
     checker.out
 }
@@ -235,7 +235,7 @@ struct Checker<'a> {
     w_names: &'a HashMap<String, &'a Schema>,
     r_names: &'a HashMap<String, &'a Schema>,
     /// Record pairs being checked, so recursive types terminate.
-    in_progress: HashSet<(String, String)>,
+    checked: HashSet<(String, String)>,
     out: Vec<Incompatibility>,
 }
 
@@ -282,7 +282,7 @@ impl<'a> Checker<'a> {
 
     /// A checker for a trial (does this union branch fit?) that shares names and recursion state.
     fn trial(&self) -> Checker<'a> {
-        Checker { w_names: self.w_names, r_names: self.r_names, in_progress: self.in_progress.clone(), out: Vec::new() }
+        Checker { w_names: self.w_names, r_names: self.r_names, checked: self.checked.clone(), out: Vec::new() }
     }
 
     fn check(&mut self, w: &'a Schema, r: &'a Schema, path: &str) {
@@ -360,7 +360,7 @@ impl<'a> Checker<'a> {
             let mut t = self.trial();
             t.check(w, b, path);
             if t.out.is_empty() {
-                self.in_progress = t.in_progress;
+                self.checked = t.checked;
                 return;
             }
             if closest.is_none() && same_named_kind(view(w, self.w_names), view(b, self.r_names)) {
@@ -387,8 +387,10 @@ impl<'a> Checker<'a> {
             return;
         }
         let key = (w.name.fullname(None), r.name.fullname(None));
-        if !self.in_progress.insert(key.clone()) {
-            return; // Already being checked further up: a recursive type.
+        // Each (writer, reader) record pair is checked once per check: further up (a recursive type) or
+        // elsewhere (a type referenced many times, which would otherwise cost exponential time).
+        if !self.checked.insert(key) {
+            return;
         }
         for field in &r.fields {
             let field_path = if path.is_empty() { field.name.clone() } else { format!("{path}.{}", field.name) };
@@ -411,7 +413,6 @@ impl<'a> Checker<'a> {
                 None => {}
             }
         }
-        self.in_progress.remove(&key);
     }
 }
 

@@ -39,7 +39,9 @@ pub enum SchemaError {
         "Invalid compatibility level `{0}`. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive"
     )]
     InvalidCompatibilityLevel(String),
-    #[error("Error while writing to the schema store (the registry did not change): {0}")]
+    #[error(
+        "Error while writing to the schema store; the change was not applied, but may reappear after a restart if the write reached the disk: {0}"
+    )]
     Store(#[from] LogError),
     #[error("Error while reading the schema store: {0}")]
     Replay(String),

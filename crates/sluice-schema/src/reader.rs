@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use sluice_avro::{Decoder, wire};
-use sluice_log::{LogError, LogStore, Record, TopicSpec};
+use sluice_log::{LogError, LogStore, Record, StoredRecord, TopicSpec};
 
 use crate::metrics;
 use crate::registry::{RegisteredSchema, Registry};
@@ -140,6 +140,11 @@ impl ValueDecoder {
         Ok(id)
     }
 
+    /// Checks that data written with `writer_id` can be read into `reader` (compiling and caching the decoder).
+    pub fn check_readable(&self, writer_id: u32, reader: &RegisteredSchema) -> Result<(), DecodeFailure> {
+        self.decoder(writer_id, Some(reader)).map(|_| ())
+    }
+
     fn decoder(&self, writer_id: u32, reader: Option<&RegisteredSchema>) -> Result<Arc<Decoder>, DecodeFailure> {
         let reader_id = reader.map_or(writer_id, |r| r.id);
         if let Some(d) = self.decoders.read().get(&(writer_id, reader_id)) {
@@ -159,7 +164,8 @@ impl ValueDecoder {
 }
 
 /// How many recently dead-lettered records are remembered, so a reader that reads the same bad record again
-/// (an HTTP client re-reading, a job replaying) does not dead-letter it twice in one process lifetime.
+/// (an HTTP client re-reading, a job replaying) does not dead-letter it twice in one process lifetime (two
+/// concurrent first reads of the same record can still both send it; the key tells the copies apart).
 const REMEMBERED: usize = 100_000;
 
 /// Sends undecodable records to `{topic}.dlq`.
@@ -188,68 +194,74 @@ impl DeadLetters {
         DeadLetters { log, recent: Mutex::new(Recent::default()) }
     }
 
-    /// Dead-letters one record (once per process for the same source coordinates). The dead-letter topic is
-    /// created with one partition when missing. Dead-letter topics themselves are never dead-lettered.
+    /// Dead-letters the undecodable records of one read of `topic`/`partition` as one batch (records already
+    /// dead-lettered by this process are left out). The dead-letter topic is created with one partition when
+    /// missing; dead-letter topics themselves are never dead-lettered. The append runs in its own task, so a
+    /// caller that goes away (a disconnected HTTP client) cannot cut it short; records count as sent only once
+    /// it succeeded. Returns how many were written.
     pub async fn send(
         &self,
         topic: &str,
         partition: u32,
-        offset: u64,
-        record: &sluice_log::StoredRecord,
-        failure: &DecodeFailure,
-    ) -> Result<(), LogError> {
-        if topic.ends_with(DLQ_SUFFIX) {
-            return Ok(());
+        failed: Vec<(StoredRecord, DecodeFailure)>,
+    ) -> Result<usize, LogError> {
+        if topic.ends_with(DLQ_SUFFIX) || failed.is_empty() {
+            return Ok(0);
         }
-        let id = (topic.to_string(), partition, offset);
-        {
-            let mut recent = self.recent.lock();
-            if !recent.seen.insert(id.clone()) {
-                return Ok(());
+        let fresh: Vec<(StoredRecord, DecodeFailure)> = {
+            let recent = self.recent.lock();
+            failed
+                .into_iter()
+                .filter(|(r, _)| !recent.seen.contains(&(topic.to_string(), partition, r.offset)))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let h = |k: &str, v: String| (k.to_string(), Bytes::from(v));
+        let dead: Vec<Record> = fresh
+            .iter()
+            .map(|(r, failure)| Record {
+                timestamp: r.timestamp,
+                key: Some(Bytes::from(format!("{topic}/{partition}/{}", r.offset))),
+                headers: vec![
+                    h("sluice.dlq.topic", topic.to_string()),
+                    h("sluice.dlq.partition", partition.to_string()),
+                    h("sluice.dlq.offset", r.offset.to_string()),
+                    h("sluice.dlq.code", failure.code().to_string()),
+                    h("sluice.dlq.reason", failure.to_string()),
+                ],
+                value: r.value.clone(),
+            })
+            .collect();
+        let (log, dlq) = (self.log.clone(), dlq_topic(topic));
+        let task = tokio::spawn(async move {
+            match log.topic(&dlq).await {
+                Ok(_) => {}
+                Err(LogError::TopicNotFound(_)) => match log.create_topic(TopicSpec::new(&dlq, 1)).await {
+                    Ok(_) | Err(LogError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
             }
-            recent.order.push_back(id.clone());
-            if recent.order.len() > REMEMBERED
-                && let Some(old) = recent.order.pop_front()
-            {
+            log.append(&dlq, 0, dead).await
+        });
+        task.await.map_err(|_| LogError::Closed)??;
+        let mut recent = self.recent.lock();
+        for (r, failure) in &fresh {
+            metrics::DEAD_LETTERS.with_label_values(&[failure.code()]).inc();
+            tracing::warn!(topic, partition, offset = r.offset, reason = %failure, "record sent to the dead-letter topic");
+            let id = (topic.to_string(), partition, r.offset);
+            if recent.seen.insert(id.clone()) {
+                recent.order.push_back(id);
+            }
+        }
+        while recent.order.len() > REMEMBERED {
+            if let Some(old) = recent.order.pop_front() {
                 recent.seen.remove(&old);
             }
         }
-        let dlq = dlq_topic(topic);
-        match self.log.topic(&dlq).await {
-            Ok(_) => {}
-            Err(LogError::TopicNotFound(_)) => match self.log.create_topic(TopicSpec::new(&dlq, 1)).await {
-                Ok(_) | Err(LogError::TopicExists(_)) => {}
-                Err(e) => return Err(self.forget(id, e)),
-            },
-            Err(e) => return Err(self.forget(id, e)),
-        }
-        let h = |k: &str, v: String| (k.to_string(), Bytes::from(v));
-        let dead = Record {
-            timestamp: record.timestamp,
-            key: Some(Bytes::from(format!("{topic}/{partition}/{offset}"))),
-            headers: vec![
-                h("sluice.dlq.topic", topic.to_string()),
-                h("sluice.dlq.partition", partition.to_string()),
-                h("sluice.dlq.offset", offset.to_string()),
-                h("sluice.dlq.code", failure.code().to_string()),
-                h("sluice.dlq.reason", failure.to_string()),
-            ],
-            value: record.value.clone(),
-        };
-        match self.log.append(&dlq, 0, vec![dead]).await {
-            Ok(_) => {
-                metrics::DEAD_LETTERS.with_label_values(&[failure.code()]).inc();
-                tracing::warn!(topic, partition, offset, reason = %failure, "record sent to the dead-letter topic");
-                Ok(())
-            }
-            Err(e) => Err(self.forget(id, e)),
-        }
-    }
-
-    /// Lets a failed dead-lettering be retried.
-    fn forget(&self, id: Coordinates, e: LogError) -> LogError {
-        self.recent.lock().seen.remove(&id);
-        e
+        Ok(fresh.len())
     }
 }
 

@@ -279,6 +279,8 @@ impl State {
     fn apply(&mut self, change: &Change, schema: Option<Arc<RegisteredSchema>>) -> Result<(), String> {
         match change {
             Change::Register { subject, version, id, schema: text } => {
+                // Even a record that cannot be applied has used its id: never hand it to another schema.
+                self.next_id = self.next_id.max(id.saturating_add(1));
                 let schema = match (self.schemas.get(id), schema) {
                     (Some(existing), _) => existing.clone(),
                     (None, Some(s)) => s,
@@ -569,9 +571,12 @@ impl Registry {
         let parsed = avro::parse(schema, schema_type)?;
         let st = self.inner.state.read();
         let level = st.level(subject);
+        // Confluent: `/versions` tests against what the level says (all live versions when transitive);
+        // `/versions/{version}` (`latest` included) against that one version.
         let messages = match version {
-            None | Some(VersionRef::Latest) => compat::check(level, &parsed.schema, &st.previous(subject)),
-            Some(v @ VersionRef::Number(_)) => {
+            None => compat::check(level, &parsed.schema, &st.previous(subject)),
+            Some(VersionRef::Latest) if st.resolve(subject, VersionRef::Latest, false).is_err() => Vec::new(),
+            Some(v) => {
                 let (version, e) = st.resolve(subject, v, false)?;
                 let old = [Previous { version, schema: &st.schemas[&e.id].schema }];
                 compat::check(level, &parsed.schema, &old)

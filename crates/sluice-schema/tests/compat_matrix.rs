@@ -318,12 +318,14 @@ async fn only_transitive_levels_catch_a_break_with_an_older_version() {
             assert_eq!(result, Ok(3), "{level} checks only against the latest version");
         }
     }
-    // The compatibility test endpoint's logic agrees: against `latest` as registration would, against a number only
-    // that version.
+    // The compatibility test endpoint, as Confluent's: without a version (`/versions`) against what the level says,
+    // as registration would; against a version (`latest` or a number) only that one.
     let [_, _, v3] = transitive_versions();
-    let report = reg.test_compatibility("chain-BACKWARD_TRANSITIVE", Some(VersionRef::Latest), &v3, None).unwrap();
+    let report = reg.test_compatibility("chain-BACKWARD_TRANSITIVE", None, &v3, None).unwrap();
     assert!(!report.is_compatible);
     assert_eq!(report.messages.len(), 1, "{:?}", report.messages);
+    let report = reg.test_compatibility("chain-BACKWARD_TRANSITIVE", Some(VersionRef::Latest), &v3, None).unwrap();
+    assert!(report.is_compatible, "v3 is compatible with the latest, v2: {:?}", report.messages);
     let report = reg.test_compatibility("chain-BACKWARD_TRANSITIVE", Some(VersionRef::Number(2)), &v3, None).unwrap();
     assert!(report.is_compatible, "{:?}", report.messages);
 }
@@ -337,4 +339,28 @@ async fn soft_deleted_versions_are_left_out_of_transitive_checks() {
     let [_, _, v3] = transitive_versions();
     let r = reg.register(subject, &v3, None).await.unwrap();
     assert_eq!(r.version, 3);
+}
+
+/// Types referenced many times are checked once per pair: a 4 KB schema with 36 types that each use the
+/// previous one twice must not take 2^35 record checks.
+#[test]
+fn shared_types_are_checked_once() {
+    let mut fields = vec![r#"{"name":"T0","type":"record","fields":[{"name":"x","type":"int"}]}"#.to_string()];
+    for i in 1..36 {
+        fields.push(format!(
+            r#"{{"name":"T{i}","type":"record","fields":[{{"name":"a","type":{prev}}},{{"name":"b","type":"T{p}"}}]}}"#,
+            prev = fields[i - 1],
+            p = i - 1
+        ));
+    }
+    let top = fields.last().unwrap();
+    let v1 = format!(r#"{{"type":"record","name":"Top","fields":[{{"name":"t","type":{top}}}]}}"#);
+    let v2 = format!(
+        r#"{{"type":"record","name":"Top","fields":[{{"name":"t","type":{top}}},{{"name":"n","type":"int","default":0}}]}}"#
+    );
+    let w = apache_avro::Schema::parse_str(&v1).unwrap();
+    let r = apache_avro::Schema::parse_str(&v2).unwrap();
+    let started = std::time::Instant::now();
+    assert!(sluice_schema::compat::can_read(&w, &r).is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
 }

@@ -15,7 +15,7 @@ use sluice_log::Record;
 
 use crate::error::ApiError;
 use crate::routes::{append_events, read_body, resolve_topic};
-use crate::schemas::Binding;
+use crate::schemas::{Binding, SchemaPick};
 use crate::{AppState, ingest, metrics};
 
 const CONTENT_TYPE: &str = "application/vnd.kafka.v2+json";
@@ -41,6 +41,7 @@ impl IntoResponse for ProxyError {
         let e = self.0;
         let code = self.1.unwrap_or(match (e.status.as_u16(), e.code) {
             (404, "partition_not_found") => 40402,
+            (404, "schema_not_found") => 40403,
             (404, _) => 40401,
             (503 | 507, _) => 50003,
             (500, _) => 50002,
@@ -106,9 +107,8 @@ pub(crate) async fn produce(
     let body = read_body(&headers, body, limits.max_body_bytes.0).await?;
     let info = resolve_topic(&state, &topic).await?;
     metrics::INGEST_BYTES.with_label_values(&[&info.name]).inc_by(body.len() as u64);
-    let req: ProduceRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", format!("invalid request: {e}"))
-    })?;
+    let req: ProduceRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request: {e}")))?;
     if req.records.len() > limits.max_events_per_request {
         return Err(ApiError::payload_too_large(
             "too_many_events",
@@ -136,7 +136,8 @@ pub(crate) async fn produce(
             (v, k) => (v, k),
         }
     } else {
-        (None, None)
+        // JSON embedded format: a schema-bound topic still validates and stores Avro, as `/v1` ingest does.
+        (state.codecs()?.binding(&info.name, SchemaPick::Latest)?, None)
     };
     let now = sluice_log::now_ms();
     let mut items = Vec::with_capacity(req.records.len());

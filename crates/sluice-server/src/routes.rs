@@ -53,6 +53,13 @@ async fn track(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let started = Instant::now();
     let resp = next.run(req).await;
+    // Only the standard methods get their own series: label values stay bounded.
+    let method = match method {
+        Method::GET | Method::POST | Method::PUT | Method::DELETE | Method::HEAD | Method::OPTIONS | Method::PATCH => {
+            method.as_str().to_string()
+        }
+        _ => "OTHER".to_string(),
+    };
     let label = format!("{method} {route}");
     metrics::REQUEST_SECONDS.with_label_values(&[&label]).observe(started.elapsed().as_secs_f64());
     metrics::REQUESTS.with_label_values(&[&label, resp.status().as_str()]).inc();
@@ -399,6 +406,9 @@ struct ReadOut<'a> {
     high_watermark: u64,
 }
 
+/// Most JSON one read returns (beyond the first event).
+const READ_JSON_BUDGET: usize = 16 << 20;
+
 /// Parses RFC 3339 text or epoch milliseconds.
 pub(crate) fn parse_time(s: &str) -> Option<i64> {
     s.parse::<i64>().ok().or_else(|| chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis()))
@@ -464,23 +474,30 @@ async fn read_events(State(state): State<Arc<AppState>>, Path(topic): Path<Strin
         })?),
     };
     let mut events = Vec::with_capacity(result.records.len());
+    let mut next_offset = result.next_offset;
+    let mut json_bytes = 0usize;
+    let mut dead = Vec::new();
     for r in &result.records {
+        // Decoded JSON can be much larger than what is stored: stop a page at READ_JSON_BUDGET.
+        if json_bytes > READ_JSON_BUDGET {
+            next_offset = r.offset;
+            break;
+        }
         let mut json = Vec::with_capacity(r.value.len() * 2);
         let decoded = codecs
             .values
             .decode(&r.value, reader.as_deref(), &mut json)
             .and_then(|d| String::from_utf8(json).map(|j| (d, j)).map_err(|_| DecodeFailure::NotDecodable))
             .and_then(|(d, j)| RawValue::from_string(j).map(|v| (d, v)).map_err(|_| DecodeFailure::NotDecodable));
+        json_bytes += decoded.as_ref().map_or(r.value.len(), |(_, v)| v.get().len());
         let (value, schema_id, value_base64, error) = match decoded {
             Ok((d, v)) => {
                 (Some(v), if let Decoded::Avro { schema_id } = d { Some(schema_id) } else { None }, None, None)
             }
             Err(failure) => {
                 // A reader never stops at a bad record: it is dead-lettered (once) and shown with its reason.
-                if let Err(e) = codecs.dead_letters.send(&topic, partition, r.offset, r, &failure).await {
-                    tracing::error!(topic, partition, offset = r.offset, error = %e, "dead-lettering failed");
-                }
                 let error = json!({"code": failure.code(), "message": failure.to_string()});
+                dead.push((r.clone(), failure));
                 (None, None, Some(base64::engine::general_purpose::STANDARD.encode(&r.value)), Some(error))
             }
         };
@@ -500,7 +517,10 @@ async fn read_events(State(state): State<Arc<AppState>>, Path(topic): Path<Strin
             error,
         });
     }
-    let out = ReadOut { events, next_offset: result.next_offset, high_watermark: result.high_watermark };
+    if let Err(e) = codecs.dead_letters.send(&topic, partition, dead).await {
+        tracing::error!(topic, partition, error = %e, "dead-lettering failed");
+    }
+    let out = ReadOut { events, next_offset, high_watermark: result.high_watermark };
     Ok(Json(out).into_response())
 }
 
@@ -528,7 +548,8 @@ async fn create_topic(State(state): State<Arc<AppState>>, headers: HeaderMap, bo
         name: req.name,
         partitions: req.partitions.unwrap_or(state.default_partitions),
         retention,
-        retention_bytes: req.retention_bytes,
+        // 0 means no size limit, as in the config file.
+        retention_bytes: req.retention_bytes.filter(|&b| b > 0),
     };
     let info = state.log()?.create_topic(spec).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())

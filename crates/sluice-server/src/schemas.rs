@@ -60,11 +60,15 @@ impl Codecs {
     }
 
     /// The binding of `topic`, or `None` when the topic has no value schema and the request named none.
+    ///
+    /// A named version or id must be readable into the subject's latest schema, so that readers can decode
+    /// what it writes.
     pub fn binding(&self, topic: &str, pick: SchemaPick) -> Result<Option<Binding>, ApiError> {
         let subject = value_subject(topic);
+        let latest = self.registry.latest(&subject);
         let schema = match pick {
-            SchemaPick::Latest => match self.registry.latest(&subject) {
-                Some(s) => s,
+            SchemaPick::Latest => match &latest {
+                Some(s) => s.clone(),
                 None => return Ok(None),
             },
             SchemaPick::Version(v) => self.registry.version(&subject, v).ok_or_else(|| {
@@ -72,6 +76,15 @@ impl Codecs {
             })?,
             SchemaPick::Id(id) => self.schema_by_id(id)?,
         };
+        if let Some(latest) = latest.filter(|l| l.id != schema.id) {
+            self.values.check_readable(schema.id, &latest).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "schema_not_readable",
+                    format!("schema id {} cannot be read as the latest `{subject}` (id {}): {e}", schema.id, latest.id),
+                )
+            })?;
+        }
         Ok(Some(Binding { encoder: self.encoder(&schema)?, schema }))
     }
 

@@ -262,3 +262,34 @@ async fn internal_topics_are_protected() {
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn every_ingest_path_honours_the_binding() {
+    let s = TestServer::start(|_| {}).await;
+    create(&s, "b").await;
+    let id1 = register(&s, "b-value", &v1()).await;
+    // REST Proxy's JSON format on a bound topic is validated and stored as Avro too.
+    let ct = "application/vnd.kafka.json.v2+json";
+    let body = json!({"records": [{"value": {"id": 1, "amount": 1}}]}).to_string();
+    let a = s.send(Method::POST, "/topics/b", Some(&body), Some(ct)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let body = json!({"records": [{"value": {"wrong": 1}}]}).to_string();
+    let a = s.send(Method::POST, "/topics/b", Some(&body), Some(ct)).await;
+    assert_eq!(
+        (a.status, a.json["error_code"].as_u64()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some(42203)),
+        "{}",
+        a.text
+    );
+    assert_eq!(events(&s, "b", "").await[0]["schema_id"], id1);
+    // A schema id that readers could not read into the topic's schema is refused up front.
+    let other = json!({"type": "record", "name": "Other", "fields": [{"name": "z", "type": "string"}]});
+    let other_id = register(&s, "other-value", &other).await;
+    let (st, b) = s.post(&format!("/v1/topics/b/events?schema_id={other_id}"), r#"{"value":{"z":"x"}}"#).await;
+    assert_eq!(
+        (st, b["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("schema_not_readable")),
+        "{b}"
+    );
+    s.stop().await;
+}
