@@ -307,21 +307,26 @@ pub(crate) struct DecimalText {
 /// Longest decimal text accepted, so a hostile exponent or digit run cannot make us allocate or loop much.
 const MAX_DECIMAL_DIGITS: usize = 10_000;
 
+/// Consumes an optional `+` or `-` at `b[*i]`; true for `-`.
+fn take_sign(b: &[u8], i: &mut usize) -> bool {
+    match b.get(*i) {
+        Some(b'-') => {
+            *i += 1;
+            true
+        }
+        Some(b'+') => {
+            *i += 1;
+            false
+        }
+        _ => false,
+    }
+}
+
 pub(crate) fn parse_decimal(s: &str) -> Result<DecimalText, String> {
     let bad = || format!("invalid decimal {s:?}");
     let b = s.as_bytes();
     let mut i = 0;
-    let negative = match b.first() {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
+    let negative = take_sign(b, &mut i);
     let mut digits = Vec::new();
     let mut frac_len = 0i64;
     let mut seen_digit = false;
@@ -351,17 +356,7 @@ pub(crate) fn parse_decimal(s: &str) -> Result<DecimalText, String> {
     let mut exp = 0i64;
     if matches!(b.get(i), Some(b'e' | b'E')) {
         i += 1;
-        let neg_exp = match b.get(i) {
-            Some(b'-') => {
-                i += 1;
-                true
-            }
-            Some(b'+') => {
-                i += 1;
-                false
-            }
-            _ => false,
-        };
+        let neg_exp = take_sign(b, &mut i);
         let start = i;
         while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
             exp = exp.saturating_mul(10).saturating_add(i64::from(c - b'0'));

@@ -269,7 +269,8 @@ fn event_from(
     let raw_value = ev.value.get();
     let value = match ctx.binding {
         Some(b) => {
-            let mut framed = Vec::with_capacity(raw_value.len());
+            // Avro is smaller than its JSON; the header is 5 bytes.
+            let mut framed = Vec::with_capacity(raw_value.len() + sluice_avro::wire::HEADER_LEN);
             if let Err(e) = b.encode(raw_value.as_bytes(), &mut framed) {
                 let msg = format!("event {index}: does not match schema id {}: {e}", b.schema.id);
                 return Ok(Err(ApiError::bad_request("schema_violation", msg)));
