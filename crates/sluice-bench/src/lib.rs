@@ -4,9 +4,14 @@
 //!   message text; about 300 bytes each) sent in batches from many connections, flat out or at a fixed rate.
 //!   Ack latency goes into an HDR histogram; at a fixed rate it is measured from each batch's *intended* send
 //!   time, which corrects for coordinated omission. The server's RSS is sampled from `/metrics` throughout.
+//! - [`pipeline`]: the example job under load: ingest ack -> visible in hot results, measured in the server;
+//!   and hot-results reads at a fixed rate.
 //! - [`read`]: sequential read of one partition from offset 0, straight from a data directory.
 
 pub mod events;
+pub mod pipeline;
+
+pub use pipeline::{PipelineArgs, ResultsArgs};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,7 +75,7 @@ pub struct ReadArgs {
     pub passes: usize,
 }
 
-mod clap_lite {
+pub(crate) mod clap_lite {
     pub fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
         humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 60s: {e}"))
     }
@@ -233,7 +238,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
-async fn ensure_topic(client: &reqwest::Client, base: &str, topic: &str, partitions: u32) -> Result<()> {
+pub(crate) async fn ensure_topic(client: &reqwest::Client, base: &str, topic: &str, partitions: u32) -> Result<()> {
     let resp = client
         .get(format!("{base}/v1/topics/{topic}"))
         .send()
@@ -267,7 +272,7 @@ async fn register_schema(client: &reqwest::Client, base: &str, topic: &str) -> R
     Ok(())
 }
 
-async fn scrape_rss(client: &reqwest::Client, url: &str) -> Option<u64> {
+pub(crate) async fn scrape_rss(client: &reqwest::Client, url: &str) -> Option<u64> {
     let text = client.get(url).send().await.ok()?.text().await.ok()?;
     text.lines()
         .find(|l| l.starts_with("process_resident_memory_bytes "))

@@ -33,6 +33,38 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// Topics created at start-up when missing.
     pub topics: Vec<TopicConfig>,
+    /// Settings shared by every stream job.
+    pub stream: StreamConfig,
+    /// Stream jobs created at start-up when missing (`sql = "CREATE JOB ..."`).
+    pub jobs: Vec<JobConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Tasks per job (a job's `WITH (parallelism = n)` wins); 0 means the number of cores.
+    pub parallelism: usize,
+    /// How often each job snapshots its state and source offsets.
+    pub checkpoint_interval: HumanDuration,
+    /// Complete checkpoints kept per job.
+    pub keep_checkpoints: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            parallelism: 0,
+            checkpoint_interval: HumanDuration(Duration::from_secs(10)),
+            keep_checkpoints: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// `CREATE JOB name [WITH (...)] AS SELECT ...`
+    pub sql: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +139,8 @@ impl Default for Config {
             log: LogConfig::default(),
             logging: LoggingConfig::default(),
             topics: Vec::new(),
+            stream: StreamConfig::default(),
+            jobs: Vec::new(),
         }
     }
 }
@@ -224,6 +258,16 @@ impl Config {
         }
         if g.queue_depth == 0 {
             return bad("log.queue_depth", "must be greater than 0".into());
+        }
+        let st = &self.stream;
+        if st.parallelism > 256 {
+            return bad("stream.parallelism", format!("must be at most 256 (got {})", st.parallelism));
+        }
+        if st.checkpoint_interval.0 < Duration::from_millis(10) {
+            return bad("stream.checkpoint_interval", "must be at least 10ms".into());
+        }
+        if st.keep_checkpoints == 0 {
+            return bad("stream.keep_checkpoints", "must be greater than 0".into());
         }
         if let FsyncSetting::Interval(d) = g.fsync
             && d.0.is_zero()

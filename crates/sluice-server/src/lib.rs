@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod ingest;
+mod jobs_api;
 mod metrics;
 mod rest_proxy;
 mod routes;
@@ -43,6 +44,8 @@ pub struct AppState {
     schema_registry: OnceLock<Arc<sluice_schema::Registry>>,
     /// Encoders, decoders and dead letters built on the registry.
     codecs: OnceLock<Arc<schemas::Codecs>>,
+    /// Stream jobs, once the log and registry are up.
+    jobs: OnceLock<Arc<sluice_jobs::JobManager>>,
 }
 
 impl AppState {
@@ -57,12 +60,18 @@ impl AppState {
             registry: prometheus::Registry::new(),
             schema_registry: OnceLock::new(),
             codecs: OnceLock::new(),
+            jobs: OnceLock::new(),
         }
     }
 
     /// Installs the log once recovery is done; requests that need it get 503 until then.
     pub fn set_log(&self, log: Arc<dyn LogStore>) {
         let _ = self.log.set(log);
+    }
+
+    /// The job manager, once started.
+    pub fn jobs(&self) -> Option<&Arc<sluice_jobs::JobManager>> {
+        self.jobs.get()
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -219,6 +228,10 @@ pub async fn start_with_storage(config: Config, storage: Arc<dyn Storage>) -> Re
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), "sluice is ready");
         let result = server.await;
         st.set_ready(false);
+        // Jobs stop first, each with a last checkpoint, while the log still takes their writes.
+        if let Some(jobs) = st.jobs() {
+            jobs.shutdown().await;
+        }
         // No request is in flight any more: make what was acknowledged under an fsync interval durable.
         log.sync_all().await;
         tracing::info!("log synced");
@@ -254,8 +267,23 @@ async fn open_log(
     let shared: Arc<dyn LogStore> = Arc::new(log.clone());
     ensure_topics(config, &*shared).await?;
     let schemas = sluice_schema::Registry::open(shared.clone()).await?;
-    state.set_log(shared);
-    state.set_schema_registry(Arc::new(schemas));
+    let schemas = Arc::new(schemas);
+    state.set_log(shared.clone());
+    state.set_schema_registry(schemas.clone());
+    let mut opts = sluice_jobs::ManagerOptions::new(config.data_dir.join("jobs"));
+    if config.stream.parallelism > 0 {
+        opts.parallelism = config.stream.parallelism;
+    }
+    opts.checkpoint_interval = config.stream.checkpoint_interval.0;
+    opts.keep_checkpoints = config.stream.keep_checkpoints;
+    let decoder = Arc::new(sluice_schema::reader::ValueDecoder::new(schemas));
+    let jobs = sluice_jobs::JobManager::open(opts, shared, decoder)
+        .await
+        .map_err(|e| ServerError::Config(format!("stream jobs: {e}")))?;
+    for j in &config.jobs {
+        jobs.ensure(&j.sql).await.map_err(|e| ServerError::Config(format!("job in the config file: {e}")))?;
+    }
+    let _ = state.jobs.set(jobs);
     state.set_ready(true);
     Ok(log)
 }

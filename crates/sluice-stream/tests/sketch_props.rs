@@ -2,6 +2,7 @@
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sluice_stream::{Count, DDSketch, FloatAvg, FloatSum, HyperLogLog, IntAvg, IntSum, Max, Min, SumValue, hash_u64};
 
@@ -31,6 +32,69 @@ fn assert_within(est: f64, exact: f64, alpha: f64) -> Result<(), TestCaseError> 
     let tolerance = alpha * exact.abs() * (1.0 + 1e-9) + 1e-300;
     prop_assert!((est - exact).abs() <= tolerance, "estimate {est} vs exact {exact} (alpha {alpha})");
     Ok(())
+}
+
+/// Exact-sum inputs as `(scale, [(n, shift)])`: the values are `n * 2^(scale + shift)` with `|n| < 2^53`, so
+/// exact doubles. Scales span subnormals (only 2^-1074, where rounding an i128 then scaling is exact), tiny,
+/// ordinary and huge values (up to 2^1022, past the split of [`FloatSum`]'s partial lists, and sums that overflow).
+fn fixed_point_inputs() -> impl Strategy<Value = (i32, Vec<(i64, u32)>)> {
+    let n = prop_oneof![-1000i64..1000, (1i64 << 53) - 8..1i64 << 53, -(1i64 << 53) + 1..1i64 << 53];
+    let scale = prop_oneof![Just(-1074), -1000i32..-900, -80i32..80, 840i32..=910];
+    let terms = prop_oneof![
+        3 => prop::collection::vec((n, prop_oneof![Just(0u32), 0u32..60]), 1..80),
+        // Exact ties and near-ties: a 53-bit mantissa at 2^shift, half its ulp, maybe a sticky bit or two below.
+        1 => ((1i64 << 52)..(1i64 << 53), 1u32..60, any::<bool>(), prop::collection::vec((-1i64..=1, 0u32..59), 0..3))
+            .prop_map(|(m, shift, negative, sticky)| {
+                let sign = if negative { -1 } else { 1 };
+                let mut terms = vec![(sign * m, shift), (sign, shift - 1)];
+                terms.extend(sticky.into_iter().map(|(n, s)| (n, s.min(shift - 1))));
+                terms
+            }),
+    ];
+    (scale, terms)
+}
+
+/// Any double, weighted toward the cases that matter to sums: cancellation, huge, tiny and special values.
+fn any_double() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        6 => value(),
+        4 => any::<f64>().prop_filter("finite", |v| v.is_finite()),
+        2 => prop_oneof![Just(f64::MAX), Just(-f64::MAX), Just(f64::MIN_POSITIVE), Just(5e-324), Just(-5e-324)],
+        2 => (1u32..1023).prop_map(|e| pow2(e as i32)),
+        1 => prop_oneof![Just(f64::INFINITY), Just(f64::NEG_INFINITY), Just(f64::NAN), Just(-f64::NAN)],
+    ]
+}
+
+/// `2^e` exactly, subnormals included.
+fn pow2(e: i32) -> f64 {
+    if e >= -1022 { f64::from_bits(((e + 1023) as u64) << 52) } else { f64::from_bits(1 << (e + 1074)) }
+}
+
+fn float_sum(values: &[f64]) -> FloatSum {
+    let mut s = FloatSum::default();
+    values.iter().for_each(|&v| s.insert(v));
+    s
+}
+
+/// Sums `values` shuffled, cut into random chunks, merged pairwise in a random order and tree shape: what
+/// tasks, checkpoints and panes do to a window's inputs.
+fn split_float_sum(values: &[f64], seed: u64) -> FloatSum {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut values = values.to_vec();
+    values.shuffle(&mut rng);
+    let mut parts = Vec::new();
+    let mut rest = &values[..];
+    while !rest.is_empty() {
+        let n = rng.random_range(1..=rest.len());
+        parts.push(float_sum(&rest[..n]));
+        rest = &rest[n..];
+    }
+    while parts.len() > 1 {
+        let a = parts.swap_remove(rng.random_range(0..parts.len()));
+        let j = rng.random_range(0..parts.len());
+        parts[j].merge(&a);
+    }
+    parts.pop().unwrap_or_default()
 }
 
 const QUANTILES: [f64; 9] = [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0];
@@ -174,24 +238,84 @@ proptest! {
     }
 
     #[test]
-    fn float_aggregates_merge_up_to_rounding(
-        xs in prop::collection::vec(-1e6f64..1e6, 1..100),
-        split in any::<prop::sample::Index>(),
+    fn float_sum_is_exactly_rounded_in_any_split_and_merge_order(
+        (scale, terms) in fixed_point_inputs(),
+        seeds in prop::collection::vec(any::<u64>(), 3),
     ) {
-        let k = split.index(xs.len() + 1);
-        let mut a = FloatSum::default();
-        let mut b = FloatSum::default();
-        xs[..k].iter().for_each(|&x| a.insert(x));
-        xs[k..].iter().for_each(|&x| b.insert(x));
-        a.merge(&b);
-        let mut whole = FloatAvg::default();
-        xs.iter().for_each(|&x| whole.insert(x));
-        let exact: f64 = xs.iter().sum();
-        let scale: f64 = xs.iter().map(|x| x.abs()).sum::<f64>().max(1.0);
-        prop_assert!((a.value().unwrap() - exact).abs() <= 1e-12 * scale);
-        prop_assert!((whole.value().unwrap() - exact / xs.len() as f64).abs() <= 1e-12 * scale);
-        prop_assert_eq!(a.count(), xs.len() as u64);
+        // Every input is `n * 2^(scale + shift)`, so the exact sum is an i128 times 2^scale; `as f64` rounds
+        // that to nearest even, and scaling by a power of two is exact (the scales avoid double rounding in
+        // the subnormal range) or overflows exactly when the correctly rounded sum does.
+        let values: Vec<f64> = terms.iter().map(|&(n, shift)| n as f64 * pow2(scale + shift as i32)).collect();
+        let exact: i128 = terms.iter().map(|&(n, shift)| i128::from(n) << shift).sum();
+        let expected = exact as f64 * pow2(scale);
+        let whole = float_sum(&values);
+        let got = whole.value().unwrap();
+        prop_assert_eq!(got.to_bits(), expected.to_bits(), "{} vs {}", got, expected);
+        prop_assert_eq!(whole.count(), values.len() as u64);
+        for seed in seeds {
+            let split = split_float_sum(&values, seed);
+            prop_assert_eq!(split.value().map(f64::to_bits), Some(expected.to_bits()));
+            prop_assert_eq!(&split, &whole);
+        }
+        // Through a `Value`, which keeps doubles exact (parsing JSON text is not correctly rounded).
+        let state = serde_json::to_value(&whole).unwrap();
+        prop_assert_eq!(serde_json::from_value::<FloatSum>(state).unwrap(), whole);
+
+        let k = values.len() / 2;
+        let mut avg = FloatAvg::default();
+        let mut avg_b = FloatAvg::default();
+        values[..k].iter().for_each(|&v| avg.insert(v));
+        values[k..].iter().rev().for_each(|&v| avg_b.insert(v));
+        avg.merge(&avg_b);
+        prop_assert_eq!(avg.value().map(f64::to_bits), Some((expected / values.len() as f64).to_bits()));
+        prop_assert_eq!(avg.count(), values.len() as u64);
     }
+
+    #[test]
+    fn float_sum_of_any_doubles_is_order_independent(
+        values in prop::collection::vec(any_double(), 0..60),
+        seeds in prop::collection::vec(any::<u64>(), 3),
+    ) {
+        let whole = float_sum(&values);
+        let expected = whole.value().map(f64::to_bits);
+        for seed in seeds {
+            prop_assert_eq!(split_float_sum(&values, seed).value().map(f64::to_bits), expected);
+        }
+        let nan = values.iter().any(|v| v.is_nan())
+            || (values.contains(&f64::INFINITY) && values.contains(&f64::NEG_INFINITY));
+        match whole.value() {
+            None => prop_assert!(values.is_empty()),
+            Some(v) if nan => prop_assert_eq!(v.to_bits(), f64::NAN.to_bits()),
+            Some(v) if values.contains(&f64::INFINITY) => prop_assert_eq!(v, f64::INFINITY),
+            Some(v) if values.contains(&f64::NEG_INFINITY) => prop_assert_eq!(v, f64::NEG_INFINITY),
+            Some(v) if v.is_finite() => {
+                // Consistency (the fixed-point test above is the independent one): the exact residual
+                // sum - v is at most half an ulp of v, and at an exact tie v is even.
+                let mut residual = whole.clone();
+                residual.insert(-v);
+                let r = residual.value().unwrap();
+                let half_ulp = (f64::from_bits(v.abs().to_bits() + 1) - v.abs()) / 2.0;
+                prop_assert!(r.abs() <= half_ulp, "residual {r} above half an ulp {half_ulp} of {v}");
+                if r != 0.0 && r.abs() == half_ulp {
+                    // Rounded to half an ulp: exactly a tie, or just inside it.
+                    residual.insert(-r);
+                    let rest = residual.value().unwrap();
+                    prop_assert!(rest == 0.0 || rest.signum() != r.signum(), "residual beyond half an ulp of {v}");
+                    if rest == 0.0 {
+                        prop_assert_eq!(v.to_bits() & 1, 0, "a tie rounds to even");
+                    }
+                }
+            }
+            Some(v) => {
+                // Beyond MAX: the exact sum is at least MAX plus half an ulp.
+                let mut beyond = whole.clone();
+                beyond.insert(-v.signum() * f64::MAX);
+                let excess = beyond.value().unwrap() * v.signum();
+                prop_assert!(excess >= 2f64.powi(970), "excess {excess}");
+            }
+        }
+    }
+
 }
 
 #[test]

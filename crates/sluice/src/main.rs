@@ -2,6 +2,7 @@
 //! of a running server (`--server`, default http://127.0.0.1:8080) or tools over a data directory.
 
 mod client;
+mod jobs;
 mod schema;
 
 use std::net::SocketAddr;
@@ -49,6 +50,9 @@ enum Command {
     /// Register, list, get and check schemas in the schema registry.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Create, list, describe, pause, resume, drop and replay stream jobs; read their results.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -101,6 +105,13 @@ enum BenchCommand {
     /// Read a partition sequentially from offset 0 straight from a data directory (server stopped).
     #[command(after_help = "Example:\n  sluice bench read --data-dir ./sluice-data --topic bench")]
     Read(sluice_bench::ReadArgs),
+    /// Run the example job under ingest load and report ingest-ack -> hot-results latency (measured in the server).
+    #[command(after_help = "Examples:\n  sluice bench pipeline --rate 10000 --duration 30s\n  \
+        sluice bench pipeline --rate 100000 --connections 16 --batch-size 500")]
+    Pipeline(sluice_bench::PipelineArgs),
+    /// Read a job's hot results at a fixed rate and report latency.
+    #[command(after_help = "Example:\n  sluice bench results --job errors_per_minute --rate 5000 --duration 30s")]
+    Results(sluice_bench::ResultsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -128,12 +139,15 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Tail(args) => client::tail(args).await?,
         Command::Topics(cmd) => client::topics(cmd).await?,
         Command::Schema(cmd) => return schema::run(cmd).await,
+        Command::Jobs(cmd) => jobs::run(cmd).await?,
         Command::Config(ConfigCommand::Check(args)) => {
             let config = args.load()?;
             println!("# config ok\n{}", config.to_toml());
         }
         Command::Bench(BenchCommand::Ingest(args)) => sluice_bench::ingest(args).await?,
         Command::Bench(BenchCommand::Read(args)) => sluice_bench::read(args).await?,
+        Command::Bench(BenchCommand::Pipeline(args)) => sluice_bench::pipeline::pipeline(args).await?,
+        Command::Bench(BenchCommand::Results(args)) => sluice_bench::pipeline::results(args).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

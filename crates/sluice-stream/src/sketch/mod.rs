@@ -1,5 +1,5 @@
-//! Mergeable aggregates: every state here merges exactly (or, for floating-point sums, up to rounding), so
-//! partial aggregates from different tasks, checkpoints or panes combine into the same result.
+//! Mergeable aggregates: every state here merges exactly (floating-point sums too: exact partial sums, rounded
+//! once), so partial aggregates from different tasks, checkpoints or panes combine into the same result.
 //!
 //! - [`DDSketch`]: quantiles (`approx_percentile`) with a relative-error guarantee.
 //! - [`HyperLogLog`]: distinct counts (`count(DISTINCT)`), fed with [`hash64`] / [`hash_u64`].

@@ -1,0 +1,25 @@
+//! The stream job runner: SQL jobs (compiled by `sluice-stream`) running over the log with event-time windows,
+//! keyed state, barrier-aligned checkpoints, exactly-once results, bounded queues everywhere, replay, and the
+//! in-memory hot read path of recent results.
+//!
+//! Main types:
+//! - [`JobManager`]: durable job definitions and one supervised runner per job; the API's and CLI's entry point
+//!   (create, list, describe, pause, resume, drop, replay, results).
+//! - [`runner`]: one running job (source tasks -> keyed state shards -> hot results + results writer), its
+//!   checkpoints and its exactly-once rules; [`JobStats`] are its live numbers.
+//! - [`HotResults`]: the last N minutes of a job's results, served from memory.
+//! - [`CheckpointStore`]: atomic, checksummed checkpoint files with fallback to the previous good one.
+//! - [`JobError`]: every failure, with a stable [`JobError::code`].
+
+pub mod checkpoint;
+mod error;
+pub mod hot;
+mod manager;
+mod metrics;
+pub mod runner;
+
+pub use checkpoint::CheckpointStore;
+pub use error::JobError;
+pub use hot::{HotResults, ResultRow};
+pub use manager::{JobDefinition, JobManager, JobStatus, LatencySummary, ManagerOptions, ReplayFrom};
+pub use runner::{JobStats, StartPosition};

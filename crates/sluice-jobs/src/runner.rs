@@ -1,0 +1,1651 @@
+//! One running job: source tasks, keyed state shards, the results writer and the checkpoint coordinator.
+//!
+//! ```text
+//!  source task 0 (partitions p % P == 0) ─┐  deltas, hashed by key   ┌─ shard 0 ─┐
+//!  source task 1 (partitions p % P == 1) ─┼────────────────────────▶ ├─ shard 1 ─┼─▶ hot results (immediately)
+//!  ...                                    ┘  (bounded channels)      └─ ...     ┘─▶ results writer ─▶ changelog topic
+//! ```
+//!
+//! - A **source task** reads its partitions, decodes, filters, assigns windows and pre-aggregates into a small
+//!   delta per (window, key), sent to the shard owning the key after every read round. Lateness is decided here
+//!   against the *partition's* watermark, a function of that partition's prefix only, so which events count is
+//!   the same whatever the interleaving, parallelism or restarts.
+//! - A **shard** merges deltas into its keyed state, computes the job watermark (minimum over partitions, idle
+//!   ones excluded), fires windows whose end it passed, upserts changed rows into the hot results at once and
+//!   hands them to the writer at least every buffer timeout.
+//! - **Checkpoints** are barrier-aligned: the coordinator asks every task for a barrier; a task flushes its delta,
+//!   sends the barrier with its offsets to every shard and waits; once every shard has every barrier, tasks go on
+//!   while each shard snapshots its state. A checkpoint is written only after the writer has made every row
+//!   emitted before the barrier durable, so a restored job never misses a result; rows emitted after it are
+//!   emitted again, identically, on replay (upserts by window and key).
+//! - Every queue is bounded: a slow writer stops the shards, which stop the tasks, which stop reading.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_log::{LogError, LogStore, Record, StoredRecord, TopicSpec, now_ms, partitioner::partition_for_key};
+use sluice_schema::reader::ValueDecoder;
+use sluice_stream::agg::AggState;
+use sluice_stream::datum::Datum;
+use sluice_stream::plan::{JobPlan, PlanBody, RecordMeta, StatelessPlan, WindowedPlan};
+use sluice_stream::{Lateness, SessionChange, SessionSet, Window, WindowSpec};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::checkpoint::CheckpointStore;
+use crate::error::JobError;
+use crate::hot::{HotResults, ResultRow};
+use crate::metrics;
+
+/// Header naming the source offset an output or late record came from (`{partition}/{offset}` of the source).
+pub const SOURCE_OFFSET_HEADER: &str = "sluice.source_offset";
+/// Header on changelog records: `partial`, `final` or `deleted`.
+pub const RESULT_KIND_HEADER: &str = "sluice.result";
+
+const READ_MAX_RECORDS: usize = 2_000;
+const READ_MAX_BYTES: usize = 4 << 20;
+/// Deltas a task may have queued at one shard: bounds memory between the stages.
+const SHARD_QUEUE: usize = 8;
+const WRITER_QUEUE: usize = 8;
+/// Changelog records per append.
+const WRITER_BATCH: usize = 4_096;
+const SNAPSHOT_VERSION: u32 = 1;
+
+type Key = Box<[Datum]>;
+/// `(partition, max event time, idle)` of each partition of a task, shared by the deltas to every shard.
+type Progress = Arc<Vec<(u32, Option<i64>, bool)>>;
+
+/// Where a job with no checkpoint starts reading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    Earliest,
+    Latest,
+    /// The first record with event time `>=` this (ms).
+    Time(i64),
+    /// This offset in every partition (clamped to what the log holds).
+    Offset(u64),
+}
+
+/// Live numbers of a running job, read by `describe` and the metrics.
+pub struct JobStats {
+    pub partitions: Mutex<Vec<PartitionProgress>>,
+    pub watermark: AtomicI64,
+    pub state_entries: AtomicU64,
+    pub records_in: AtomicU64,
+    pub last_checkpoint: Mutex<Option<CheckpointInfo>>,
+    /// Ingest acknowledgement -> visible in hot results, microseconds.
+    pub latency_us: Mutex<hdrhistogram::Histogram<u64>>,
+    pub caught_up: AtomicBool,
+}
+
+impl JobStats {
+    pub fn new() -> Self {
+        JobStats {
+            partitions: Mutex::new(Vec::new()),
+            watermark: AtomicI64::new(i64::MIN),
+            state_entries: AtomicU64::new(0),
+            records_in: AtomicU64::new(0),
+            last_checkpoint: Mutex::new(None),
+            latency_us: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            ),
+            caught_up: AtomicBool::new(false),
+        }
+    }
+
+    /// Records not yet processed, summed over partitions.
+    pub fn lag(&self) -> u64 {
+        self.partitions.lock().iter().map(|p| p.high_watermark.saturating_sub(p.offset)).sum()
+    }
+}
+
+impl Default for JobStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PartitionProgress {
+    pub partition: u32,
+    /// Next offset to process.
+    pub offset: u64,
+    pub high_watermark: u64,
+    pub idle: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    pub epoch: u64,
+    pub at_ms: i64,
+    pub bytes: u64,
+    pub duration_ms: f64,
+    /// Longest time a shard stopped processing to snapshot its state.
+    pub max_pause_ms: f64,
+}
+
+/// What a runner needs; built by the manager.
+pub(crate) struct RunnerConfig {
+    pub name: String,
+    pub plan: Arc<JobPlan>,
+    /// The job's SQL text, fingerprinted into checkpoints.
+    pub sql: String,
+    pub log: Arc<dyn LogStore>,
+    pub decoder: Arc<ValueDecoder>,
+    pub hot: Arc<HotResults>,
+    pub checkpoints: Arc<CheckpointStore>,
+    pub checkpoint_interval: Duration,
+    pub parallelism: usize,
+    pub stats: Arc<JobStats>,
+    pub start: StartPosition,
+}
+
+/// The checkpoint payload: source positions, per-partition event-time progress and every shard's state.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    /// The job's SQL: a checkpoint of another definition is never restored into this one.
+    sql_fingerprint: u64,
+    partitions: Vec<PartitionSnap>,
+    shards: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PartitionSnap {
+    offset: u64,
+    max_ts: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct ShardSnap {
+    entries: Vec<EntrySnap>,
+    sessions: Vec<(Vec<Datum>, SessionSet)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntrySnap {
+    window: Window,
+    key: Vec<Datum>,
+    states: Vec<AggState>,
+    emitted: bool,
+}
+
+pub(crate) fn fingerprint(sql: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    sql.hash(&mut h);
+    h.finish()
+}
+
+fn key_shard(window_key: &[Datum], shards: usize) -> usize {
+    let mut h = std::hash::DefaultHasher::new();
+    window_key.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+/// Runs the job until `stop` turns true (then takes a last checkpoint) or it fails.
+pub(crate) async fn run(cfg: RunnerConfig, stop: watch::Receiver<bool>) -> Result<(), JobError> {
+    let topic = cfg.plan.source.clone();
+    let info = cfg.log.topic(&topic).await?;
+    let partitions = info.partitions;
+    match &cfg.plan.body {
+        PlanBody::Windowed(w) => {
+            let w = w.clone();
+            ensure_topic(&*cfg.log, &w.output_topic, partitions).await?;
+            ensure_topic(&*cfg.log, &late_topic(&cfg.plan), partitions).await?;
+            run_windowed(cfg, w, partitions, stop).await
+        }
+        PlanBody::Stateless(s) => {
+            let s = s.clone();
+            ensure_topic(&*cfg.log, &s.output_topic, partitions).await?;
+            run_stateless(cfg, s, partitions, stop).await
+        }
+    }
+}
+
+pub(crate) fn late_topic(plan: &JobPlan) -> String {
+    plan.options.late_topic.clone().unwrap_or_else(|| format!("{}.late", plan.name))
+}
+
+async fn ensure_topic(log: &dyn LogStore, name: &str, min_partitions: u32) -> Result<(), JobError> {
+    match log.topic(name).await {
+        Ok(t) if t.partitions >= min_partitions => Ok(()),
+        Ok(t) => Err(JobError::Invalid(format!(
+            "output topic {name} has {} partitions, the job needs at least {min_partitions} (one per source partition)",
+            t.partitions
+        ))),
+        Err(LogError::TopicNotFound(_)) => match log.create_topic(TopicSpec::new(name, min_partitions)).await {
+            Ok(_) | Err(LogError::TopicExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where each partition starts when there is no checkpoint.
+async fn start_offsets(
+    log: &dyn LogStore,
+    topic: &str,
+    partitions: u32,
+    start: &StartPosition,
+) -> Result<Vec<u64>, JobError> {
+    let desc = log.describe_topic(topic).await?;
+    let mut out = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let d = &desc.partition_details[p as usize];
+        out.push(match start {
+            StartPosition::Earliest => d.log_start_offset,
+            StartPosition::Latest => d.high_watermark,
+            StartPosition::Offset(o) => (*o).clamp(d.log_start_offset, d.high_watermark),
+            StartPosition::Time(ts) => log.offset_for_time(topic, p, *ts).await?,
+        });
+    }
+    Ok(out)
+}
+
+/// The source offset of the last record a job wrote to `topic`'s partition `p` (from its header), so output
+/// already written is not written again after a crash.
+async fn last_written_source_offset(log: &dyn LogStore, topic: &str, p: u32) -> Result<Option<u64>, JobError> {
+    let desc = log.describe_topic(topic).await?;
+    let Some(d) = desc.partition_details.get(p as usize) else { return Ok(None) };
+    if d.high_watermark == 0 || d.high_watermark <= d.log_start_offset {
+        return Ok(None);
+    }
+    let r = log.read(topic, p, d.high_watermark - 1, 1, READ_MAX_BYTES).await?;
+    Ok(r.records.last().and_then(source_offset_of))
+}
+
+fn source_offset_of(r: &StoredRecord) -> Option<u64> {
+    let (_, v) = r.headers.iter().find(|(k, _)| k == SOURCE_OFFSET_HEADER)?;
+    let text = std::str::from_utf8(v).ok()?;
+    text.rsplit('/').next()?.parse().ok()
+}
+
+fn source_header(partition: u32, offset: u64) -> (String, Bytes) {
+    (SOURCE_OFFSET_HEADER.to_string(), Bytes::from(format!("{partition}/{offset}")))
+}
+
+/// Decodes a stored value to JSON (Avro through the topic's latest schema).
+struct Decode {
+    decoder: Arc<ValueDecoder>,
+    topic: String,
+    buf: Vec<u8>,
+}
+
+impl Decode {
+    fn value(&mut self, reader: Option<&sluice_schema::RegisteredSchema>, raw: &[u8]) -> Option<Value> {
+        if sluice_schema::reader::value_format(raw) == sluice_schema::reader::ValueFormat::Json {
+            return serde_json::from_slice(raw).ok();
+        }
+        self.buf.clear();
+        self.decoder.decode(raw, reader, &mut self.buf).ok()?;
+        serde_json::from_slice(&self.buf).ok()
+    }
+
+    fn reader(&self) -> Option<Arc<sluice_schema::RegisteredSchema>> {
+        self.decoder.reader_schema(&self.topic)
+    }
+}
+
+/// Per-partition reading state of a source task.
+struct PartState {
+    partition: u32,
+    offset: u64,
+    high_watermark: u64,
+    max_ts: Option<i64>,
+    last_active: i64,
+    idle: bool,
+    /// Source offsets up to this one already have their late/output records written.
+    written_up_to: Option<u64>,
+}
+
+enum TaskCtl {
+    Barrier { epoch: u64, release: oneshot::Receiver<()> },
+}
+
+/// What a task reports to the coordinator at a barrier.
+struct TaskBarrier {
+    partitions: Vec<(u32, PartitionSnap)>,
+}
+
+enum ShardMsg {
+    Delta(Delta),
+    Barrier { epoch: u64 },
+}
+
+struct Delta {
+    task: usize,
+    entries: Vec<(Window, Key, Vec<AggState>)>,
+    /// `(partition, max_ts, idle)` of every partition of the task.
+    progress: Progress,
+    /// Run-length `(append_time, events)` of the events in `entries`, for the end-to-end latency.
+    ingest: Vec<(i64, u32)>,
+}
+
+enum CoordMsg {
+    TaskBarrier { epoch: u64, barrier: TaskBarrier },
+    Aligned { epoch: u64 },
+    Snapshot { epoch: u64, bytes: Vec<u8>, pause: Duration, flushed: oneshot::Receiver<Result<(), JobError>> },
+}
+
+enum WriterMsg {
+    Rows(Vec<Record>),
+    Flush(oneshot::Sender<Result<(), JobError>>),
+}
+
+fn restore_snapshot(cfg: &RunnerConfig, partitions: u32) -> Result<(u64, Option<Snapshot>), JobError> {
+    match cfg.checkpoints.latest()? {
+        None => Ok((0, None)),
+        Some((epoch, bytes)) => {
+            let snap: Snapshot = postcard::from_bytes(&bytes)
+                .map_err(|e| JobError::Corrupt(format!("checkpoint {epoch} does not decode: {e}")))?;
+            if snap.version != SNAPSHOT_VERSION {
+                return Err(JobError::Corrupt(format!(
+                    "checkpoint {epoch} has format version {}, this build reads {SNAPSHOT_VERSION}",
+                    snap.version
+                )));
+            }
+            if snap.partitions.len() != partitions as usize {
+                return Err(JobError::Invalid(format!(
+                    "source topic {} has {partitions} partitions but checkpoint {epoch} has {}; replay the job",
+                    cfg.plan.source,
+                    snap.partitions.len()
+                )));
+            }
+            Ok((epoch, Some(snap)))
+        }
+    }
+}
+
+async fn run_windowed(
+    cfg: RunnerConfig,
+    plan: WindowedPlan,
+    partitions: u32,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), JobError> {
+    let cfg = Arc::new(cfg);
+    let plan = Arc::new(plan);
+    let (mut epoch, snap) = restore_snapshot(&cfg, partitions)?;
+    if let Some(s) = &snap
+        && s.sql_fingerprint != cfg_fingerprint(&cfg)
+    {
+        return Err(JobError::Invalid("checkpoint belongs to another definition of this job".into()));
+    }
+    let parallelism = cfg.parallelism.clamp(1, partitions.max(1) as usize);
+    let shards = parallelism;
+
+    // Partition starting points and event-time progress.
+    // The watermark is not restored: it is recomputed from the partitions' event-time progress at the barrier,
+    // which can only make it lower (later firing), never fire a window whose replayed events are still to come.
+    let (starts, max_ts): (Vec<u64>, Vec<Option<i64>>) = match &snap {
+        Some(s) => (s.partitions.iter().map(|p| p.offset).collect(), s.partitions.iter().map(|p| p.max_ts).collect()),
+        None => {
+            (start_offsets(&*cfg.log, &cfg.plan.source, partitions, &cfg.start).await?, vec![None; partitions as usize])
+        }
+    };
+    // Redistribute the state over this run's shards (the parallelism may have changed).
+    let mut shard_snaps: Vec<ShardSnap> = (0..shards).map(|_| ShardSnap::default()).collect();
+    if let Some(s) = snap {
+        for bytes in &s.shards {
+            let part: ShardSnap =
+                postcard::from_bytes(bytes).map_err(|e| JobError::Corrupt(format!("checkpoint shard: {e}")))?;
+            for e in part.entries {
+                let i = key_shard(&e.key, shards);
+                shard_snaps[i].entries.push(e);
+            }
+            for (k, set) in part.sessions {
+                let i = key_shard(&k, shards);
+                shard_snaps[i].sessions.push((k, set));
+            }
+        }
+    }
+    let late = late_topic(&cfg.plan);
+    let mut written = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        written.push(last_written_source_offset(&*cfg.log, &late, p).await?);
+    }
+
+    *cfg.stats.partitions.lock() = (0..partitions)
+        .map(|p| PartitionProgress {
+            partition: p,
+            offset: starts[p as usize],
+            high_watermark: starts[p as usize],
+            idle: false,
+        })
+        .collect();
+
+    let (coord_tx, mut coord_rx) = mpsc::channel::<CoordMsg>(4 * (parallelism + shards) + 4);
+    let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(WRITER_QUEUE);
+    let mut set: JoinSet<Result<(), JobError>> = JoinSet::new();
+
+    // Results writer.
+    {
+        let log = cfg.log.clone();
+        let topic = plan.output_topic.clone();
+        let name = cfg.name.clone();
+        set.spawn(async move { run_writer(log, topic, name, writer_rx).await });
+    }
+
+    // Shards.
+    let mut shard_txs = Vec::with_capacity(shards);
+    for (i, ss) in shard_snaps.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel::<ShardMsg>(SHARD_QUEUE * parallelism);
+        shard_txs.push(tx);
+        let mut shard = Shard::new(i, cfg.clone(), plan.clone(), parallelism, partitions, &max_ts, ss);
+        let coord = coord_tx.clone();
+        let writer = writer_tx.clone();
+        set.spawn(async move { shard.run(rx, coord, writer).await });
+    }
+    drop(writer_tx);
+
+    // Source tasks.
+    let mut task_ctls = Vec::with_capacity(parallelism);
+    for t in 0..parallelism {
+        let (ctl_tx, ctl_rx) = mpsc::channel::<TaskCtl>(1);
+        task_ctls.push(ctl_tx);
+        let parts = (0..partitions)
+            .filter(|p| *p as usize % parallelism == t)
+            .map(|p| PartState {
+                partition: p,
+                offset: starts[p as usize],
+                high_watermark: starts[p as usize],
+                max_ts: max_ts[p as usize],
+                last_active: now_ms(),
+                idle: false,
+                written_up_to: written[p as usize],
+            })
+            .collect();
+        let task = SourceTask {
+            id: t,
+            cfg: cfg.clone(),
+            parts,
+            shard_txs: shard_txs.clone(),
+            coord: coord_tx.clone(),
+            decode: Decode { decoder: cfg.decoder.clone(), topic: cfg.plan.source.clone(), buf: Vec::new() },
+            op: WindowOperator::new(cfg.plan.clone(), plan.clone(), shards),
+            late_topic: late.clone(),
+            stop: stop.clone(),
+        };
+        set.spawn(async move { task.run(ctl_rx).await });
+    }
+    drop(shard_txs);
+    drop(coord_tx);
+    metrics::RUNNING.with_label_values(&[&cfg.name]).set(1);
+
+    let mut ticker = tokio::time::interval(cfg.checkpoint_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let result = loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                epoch += 1;
+                if let Err(e) = checkpoint(&cfg, epoch, parallelism, shards, &task_ctls, &mut coord_rx, partitions).await {
+                    break Err(e);
+                }
+            }
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    epoch += 1;
+                    let r = checkpoint(&cfg, epoch, parallelism, shards, &task_ctls, &mut coord_rx, partitions).await;
+                    break r;
+                }
+            }
+            Some(done) = set.join_next() => {
+                // A stage ended before stop: that is a failure (or a panic).
+                break match done {
+                    Ok(Ok(())) => Err(JobError::Stopped),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(JobError::Invalid(format!("job task panicked: {e}"))),
+                };
+            }
+        }
+    };
+    drop(task_ctls);
+    set.abort_all();
+    while set.join_next().await.is_some() {}
+    metrics::RUNNING.with_label_values(&[&cfg.name]).set(0);
+    result
+}
+
+fn cfg_fingerprint(cfg: &RunnerConfig) -> u64 {
+    fingerprint(&cfg.sql)
+}
+
+/// One barrier-aligned checkpoint; see the module docs.
+async fn checkpoint(
+    cfg: &RunnerConfig,
+    epoch: u64,
+    tasks: usize,
+    shards: usize,
+    task_ctls: &[mpsc::Sender<TaskCtl>],
+    coord_rx: &mut mpsc::Receiver<CoordMsg>,
+    partitions: u32,
+) -> Result<(), JobError> {
+    let started = Instant::now();
+    let mut releases = Vec::with_capacity(tasks);
+    for ctl in task_ctls {
+        let (tx, rx) = oneshot::channel();
+        releases.push(tx);
+        ctl.send(TaskCtl::Barrier { epoch, release: rx }).await.map_err(|_| JobError::Stopped)?;
+    }
+    let mut parts = vec![PartitionSnap { offset: 0, max_ts: None }; partitions as usize];
+    let (mut barriers, mut aligned) = (0, 0);
+    let mut snaps: Vec<Vec<u8>> = Vec::with_capacity(shards);
+    let mut flushes = Vec::with_capacity(shards);
+    let mut max_pause = Duration::ZERO;
+    while barriers < tasks || aligned < shards || snaps.len() < shards {
+        let msg = coord_rx.recv().await.ok_or(JobError::Stopped)?;
+        match msg {
+            CoordMsg::TaskBarrier { epoch: e, barrier } if e == epoch => {
+                barriers += 1;
+                for (p, s) in barrier.partitions {
+                    parts[p as usize] = s;
+                }
+            }
+            CoordMsg::Aligned { epoch: e } if e == epoch => {
+                aligned += 1;
+                if aligned == shards {
+                    for r in releases.drain(..) {
+                        let _ = r.send(());
+                    }
+                }
+            }
+            CoordMsg::Snapshot { epoch: e, bytes, pause, flushed } if e == epoch => {
+                max_pause = max_pause.max(pause);
+                snaps.push(bytes);
+                flushes.push(flushed);
+            }
+            _ => {}
+        }
+    }
+    for f in flushes {
+        f.await.map_err(|_| JobError::Stopped)??;
+    }
+    let snap =
+        Snapshot { version: SNAPSHOT_VERSION, sql_fingerprint: cfg_fingerprint(cfg), partitions: parts, shards: snaps };
+    let bytes = postcard::to_stdvec(&snap).map_err(|e| JobError::Corrupt(format!("checkpoint encoding: {e}")))?;
+    let len = bytes.len() as u64;
+    let store = cfg.checkpoints.clone();
+    let written = tokio::task::spawn_blocking(move || store.write(epoch, &bytes))
+        .await
+        .map_err(|e| JobError::Invalid(format!("checkpoint writer panicked: {e}")))?;
+    if let Err(e) = written {
+        metrics::CHECKPOINT_FAILURES.with_label_values(&[&cfg.name]).inc();
+        tracing::warn!(job = %cfg.name, epoch, error = %e, "checkpoint failed; the previous one stays in use");
+        return Ok(());
+    }
+    let took = started.elapsed();
+    metrics::CHECKPOINT_SECONDS.with_label_values(&[&cfg.name]).observe(took.as_secs_f64());
+    metrics::CHECKPOINT_PAUSE_SECONDS.with_label_values(&[&cfg.name]).observe(max_pause.as_secs_f64());
+    metrics::CHECKPOINT_BYTES.with_label_values(&[&cfg.name]).set(len as i64);
+    *cfg.stats.last_checkpoint.lock() = Some(CheckpointInfo {
+        epoch,
+        at_ms: now_ms(),
+        bytes: len,
+        duration_ms: took.as_secs_f64() * 1e3,
+        max_pause_ms: max_pause.as_secs_f64() * 1e3,
+    });
+    tracing::debug!(job = %cfg.name, epoch, bytes = len, ms = took.as_millis() as u64, "checkpoint written");
+    Ok(())
+}
+
+struct SourceTask {
+    id: usize,
+    cfg: Arc<RunnerConfig>,
+    parts: Vec<PartState>,
+    shard_txs: Vec<mpsc::Sender<ShardMsg>>,
+    coord: mpsc::Sender<CoordMsg>,
+    decode: Decode,
+    op: WindowOperator,
+    late_topic: String,
+    stop: watch::Receiver<bool>,
+}
+
+/// A task's pre-aggregation for one read round, per shard.
+pub struct PendingDelta {
+    maps: Vec<HashMap<(Window, Key), Vec<AggState>>>,
+    ingest: Vec<Vec<(i64, u32)>>,
+}
+
+impl PendingDelta {
+    fn new(shards: usize) -> Self {
+        PendingDelta { maps: (0..shards).map(|_| HashMap::new()).collect(), ingest: vec![Vec::new(); shards] }
+    }
+
+    /// (window, key) aggregates pending, over all shards.
+    pub fn len(&self) -> usize {
+        self.maps.iter().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops what is pending (benchmarks: as if it had been sent).
+    pub fn clear(&mut self) {
+        self.maps.iter_mut().for_each(HashMap::clear);
+        self.ingest.iter_mut().for_each(Vec::clear);
+    }
+}
+
+/// What [`WindowOperator::process`] did with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Added to at least one window.
+    Accepted,
+    /// Rejected by `WHERE`.
+    Filtered,
+    /// Too late for every window it belongs to: goes to the late-events topic.
+    Late,
+    /// Its time has no representable window (far outside i64 ms): dropped and counted as late.
+    Dropped,
+}
+
+/// The per-event work of a windowed job's source task, without I/O: extract columns, advance the partition's
+/// event-time clock, filter, classify lateness against the partition's watermark, assign windows and
+/// pre-aggregate into a [`PendingDelta`] per shard. Public for benchmarks.
+pub struct WindowOperator {
+    plan: Arc<JobPlan>,
+    window: Arc<WindowedPlan>,
+    shards: usize,
+    row: Vec<Datum>,
+    pub pending: PendingDelta,
+}
+
+impl WindowOperator {
+    /// `plan.body` must be `window`'s plan.
+    pub fn new(plan: Arc<JobPlan>, window: Arc<WindowedPlan>, shards: usize) -> Self {
+        let shards = shards.max(1);
+        WindowOperator { plan, window, shards, row: Vec::new(), pending: PendingDelta::new(shards) }
+    }
+
+    /// Processes one decoded event of a partition whose largest event time so far is `max_ts` (updated).
+    /// `now` is the processing time used when the event has no usable time.
+    pub fn process(&mut self, value: &Value, meta: &RecordMeta, max_ts: &mut Option<i64>, now: i64) -> Outcome {
+        let opts = &self.plan.options;
+        self.plan.extract(value, meta, &mut self.row);
+        // Event time advances before the filter: progress of the source, whatever the job keeps.
+        let ts = self.window.time.eval(&self.row).as_time_ms().unwrap_or(now);
+        let m = max_ts.map_or(ts, |m| m.max(ts));
+        *max_ts = Some(m);
+        if let Some(f) = &self.plan.filter
+            && !f.eval(&self.row).is_true()
+        {
+            return Outcome::Filtered;
+        }
+        let part_wm = m.saturating_sub(opts.out_of_orderness_ms);
+        let lateness = opts.allowed_lateness_ms.max(0);
+        let key: Key = self.window.keys.iter().map(|(_, e)| e.eval(&self.row)).collect();
+        let shard = key_shard(&key, self.shards);
+        let mut accepted = false;
+        let mut representable = true;
+        match self.window.window {
+            WindowSpec::Session { gap } => {
+                // Sessions: lateness by the event's own time (strict), so an accepted event can never touch a
+                // session already dropped from state.
+                if i128::from(ts) >= i128::from(part_wm) - i128::from(lateness) {
+                    match ts.checked_add(gap) {
+                        Some(end) => {
+                            let states = self.pending.maps[shard]
+                                .entry((Window::new(ts, end), key))
+                                .or_insert_with(|| new_states(&self.window));
+                            update_states(&self.window, states, &self.row);
+                            accepted = true;
+                        }
+                        None => representable = false,
+                    }
+                }
+            }
+            spec => match spec.assign(ts) {
+                Ok(windows) => {
+                    for w in windows {
+                        if Lateness::classify(w.end, Some(part_wm), lateness) == Lateness::TooLate {
+                            continue;
+                        }
+                        let states = self.pending.maps[shard]
+                            .entry((w, key.clone()))
+                            .or_insert_with(|| new_states(&self.window));
+                        update_states(&self.window, states, &self.row);
+                        accepted = true;
+                    }
+                }
+                Err(_) => representable = false,
+            },
+        }
+        if accepted {
+            let ingest = &mut self.pending.ingest[shard];
+            match ingest.last_mut() {
+                Some((t, n)) if *t == meta.append_time => *n += 1,
+                _ => ingest.push((meta.append_time, 1)),
+            }
+            Outcome::Accepted
+        } else if representable {
+            Outcome::Late
+        } else {
+            Outcome::Dropped
+        }
+    }
+}
+
+impl SourceTask {
+    async fn run(mut self, mut ctl: mpsc::Receiver<TaskCtl>) -> Result<(), JobError> {
+        let buffer_timeout = Duration::from_millis(self.cfg.plan.options.buffer_timeout_ms.max(1) as u64);
+        let mut progress_sent: Option<Progress> = None;
+        loop {
+            if let Ok(TaskCtl::Barrier { epoch, release }) = ctl.try_recv() {
+                self.barrier(epoch, release, &mut progress_sent).await?;
+            }
+            if *self.stop.borrow() {
+                // The coordinator takes the last checkpoint; keep answering barriers until it is done.
+                match ctl.recv().await {
+                    Some(TaskCtl::Barrier { epoch, release }) => {
+                        self.barrier(epoch, release, &mut progress_sent).await?;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
+            let mut got = 0usize;
+            for i in 0..self.parts.len() {
+                got += self.read_partition(i).await?;
+            }
+            let now = now_ms();
+            let mut idle_changed = false;
+            if let Some(timeout) = self.cfg.plan.options.idle_timeout_ms {
+                for p in &mut self.parts {
+                    let idle = p.offset >= p.high_watermark && now - p.last_active >= timeout;
+                    if idle != p.idle {
+                        p.idle = idle;
+                        idle_changed = true;
+                    }
+                }
+            }
+            self.publish_stats();
+            if got > 0 || idle_changed || progress_sent.is_none() {
+                self.flush(&mut progress_sent).await?;
+            }
+            if got == 0 {
+                // Caught up: wait for new data, a control message or the stop signal.
+                let waits = self.parts.iter().map(|p| {
+                    let log = self.cfg.log.clone();
+                    let topic = self.cfg.plan.source.clone();
+                    let (partition, offset) = (p.partition, p.offset);
+                    Box::pin(async move { log.wait_for(&topic, partition, offset, buffer_timeout).await })
+                });
+                let waits: Vec<_> = waits.collect();
+                if waits.is_empty() {
+                    tokio::select! {
+                        m = ctl.recv() => match m {
+                            Some(TaskCtl::Barrier { epoch, release }) => self.barrier(epoch, release, &mut progress_sent).await?,
+                            None => return Ok(()),
+                        },
+                        _ = self.stop.changed() => {}
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    _ = futures::future::select_all(waits) => {}
+                    m = ctl.recv() => match m {
+                        Some(TaskCtl::Barrier { epoch, release }) => self.barrier(epoch, release, &mut progress_sent).await?,
+                        None => return Ok(()),
+                    },
+                    _ = self.stop.changed() => {}
+                }
+            }
+        }
+    }
+
+    fn publish_stats(&self) {
+        let mut stats = self.cfg.stats.partitions.lock();
+        for p in &self.parts {
+            if let Some(s) = stats.get_mut(p.partition as usize) {
+                s.offset = p.offset;
+                s.high_watermark = p.high_watermark.max(p.offset);
+                s.idle = p.idle;
+            }
+        }
+    }
+
+    async fn barrier(
+        &mut self,
+        epoch: u64,
+        release: oneshot::Receiver<()>,
+        progress_sent: &mut Option<Progress>,
+    ) -> Result<(), JobError> {
+        self.flush(progress_sent).await?;
+        for tx in &self.shard_txs {
+            tx.send(ShardMsg::Barrier { epoch }).await.map_err(|_| JobError::Stopped)?;
+        }
+        let partitions =
+            self.parts.iter().map(|p| (p.partition, PartitionSnap { offset: p.offset, max_ts: p.max_ts })).collect();
+        self.coord
+            .send(CoordMsg::TaskBarrier { epoch, barrier: TaskBarrier { partitions } })
+            .await
+            .map_err(|_| JobError::Stopped)?;
+        // Wait until every shard has every barrier: nothing of the next epoch may reach a shard before that.
+        release.await.map_err(|_| JobError::Stopped)
+    }
+
+    async fn flush(&mut self, progress_sent: &mut Option<Progress>) -> Result<(), JobError> {
+        let progress: Progress = Arc::new(self.parts.iter().map(|p| (p.partition, p.max_ts, p.idle)).collect());
+        let changed = progress_sent.as_ref().is_none_or(|s| **s != *progress);
+        for (i, tx) in self.shard_txs.iter().enumerate() {
+            let map = std::mem::take(&mut self.op.pending.maps[i]);
+            let ingest = std::mem::take(&mut self.op.pending.ingest[i]);
+            if map.is_empty() && !changed {
+                continue;
+            }
+            let entries = map.into_iter().map(|((w, k), s)| (w, k, s)).collect();
+            tx.send(ShardMsg::Delta(Delta { task: self.id, entries, progress: progress.clone(), ingest }))
+                .await
+                .map_err(|_| JobError::Stopped)?;
+        }
+        *progress_sent = Some(progress);
+        Ok(())
+    }
+
+    /// Reads and processes one page of partition `i`; returns the records read.
+    async fn read_partition(&mut self, i: usize) -> Result<usize, JobError> {
+        let (partition, offset) = (self.parts[i].partition, self.parts[i].offset);
+        let read = match self
+            .cfg
+            .log
+            .read(&self.cfg.plan.source, partition, offset, READ_MAX_RECORDS, READ_MAX_BYTES)
+            .await
+        {
+            Ok(r) => r,
+            Err(LogError::OffsetOutOfRange { start, end, .. }) => {
+                let to = if offset < start { start } else { end };
+                tracing::warn!(job = %self.cfg.name, partition, offset, to, "source offset out of range (retention?); skipping to {to}");
+                self.parts[i].offset = to;
+                return Ok(0);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.parts[i].high_watermark = read.high_watermark;
+        if read.records.is_empty() {
+            if read.next_offset > offset {
+                self.parts[i].offset = read.next_offset;
+            }
+            return Ok(0);
+        }
+        let n = read.records.len();
+        let now = now_ms();
+        self.parts[i].last_active = now;
+        self.parts[i].idle = false;
+        let reader = self.decode.reader();
+        let mut late: Vec<Record> = Vec::new();
+        let (mut filtered, mut undecodable) = (0u64, 0u64);
+        for rec in &read.records {
+            let Some(value) = self.decode.value(reader.as_deref(), &rec.value) else {
+                undecodable += 1;
+                continue;
+            };
+            let meta = RecordMeta {
+                timestamp: rec.timestamp,
+                append_time: rec.append_time,
+                key: rec.key.as_deref(),
+                partition,
+                offset: rec.offset,
+            };
+            match self.op.process(&value, &meta, &mut self.parts[i].max_ts, now) {
+                Outcome::Accepted => {}
+                Outcome::Dropped => metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc(),
+                Outcome::Filtered => filtered += 1,
+                Outcome::Late if self.parts[i].written_up_to.is_none_or(|w| rec.offset > w) => {
+                    let mut headers = rec.headers.clone();
+                    headers.push(source_header(partition, rec.offset));
+                    late.push(Record {
+                        timestamp: rec.timestamp,
+                        key: rec.key.clone(),
+                        headers,
+                        value: rec.value.clone(),
+                    });
+                }
+                // Already in the late topic from before a restart; still counts as late for this run.
+                Outcome::Late => metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc(),
+            }
+        }
+        if !late.is_empty() {
+            let count = late.len() as u64;
+            self.cfg.log.append(&self.late_topic, partition, late).await?;
+            metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc_by(count);
+        }
+        let job = &self.cfg.name;
+        metrics::RECORDS_IN.with_label_values(&[job]).inc_by(n as u64);
+        if filtered > 0 {
+            metrics::RECORDS_FILTERED_OUT.with_label_values(&[job]).inc_by(filtered);
+        }
+        if undecodable > 0 {
+            metrics::DECODE_ERRORS.with_label_values(&[job]).inc_by(undecodable);
+            tracing::warn!(job = %job, partition, count = undecodable, "skipped records that do not decode");
+        }
+        self.cfg.stats.records_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.parts[i].offset = read.next_offset;
+        Ok(n)
+    }
+}
+
+fn new_states(plan: &WindowedPlan) -> Vec<AggState> {
+    plan.aggregates.iter().map(AggState::new).collect()
+}
+
+fn update_states(plan: &WindowedPlan, states: &mut [AggState], row: &[Datum]) {
+    for (s, call) in states.iter_mut().zip(&plan.aggregates) {
+        s.update(call, row);
+    }
+}
+
+fn merge_states(into: &mut [AggState], from: &[AggState]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        a.merge(b);
+    }
+}
+
+struct Entry {
+    states: Vec<AggState>,
+    /// A row for this (window, key) is in the changelog (so a HAVING that now rejects it must delete it).
+    emitted: bool,
+    /// Changed since the changelog last saw it.
+    dirty: bool,
+}
+
+/// Window order by end first: windows fire and expire in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ByEnd {
+    end: i64,
+    start: i64,
+}
+
+impl ByEnd {
+    fn of(w: Window) -> Self {
+        ByEnd { end: w.end, start: w.start }
+    }
+    fn window(self) -> Window {
+        Window::new(self.start, self.end)
+    }
+}
+
+struct Shard {
+    id: usize,
+    cfg: Arc<RunnerConfig>,
+    plan: Arc<WindowedPlan>,
+    tasks: usize,
+    windows: BTreeMap<ByEnd, HashMap<Key, Entry>>,
+    sessions: HashMap<Key, SessionSet>,
+    entries: usize,
+    /// `(max_ts, idle)` per source partition.
+    partitions: Vec<(Option<i64>, bool)>,
+    watermark: Option<i64>,
+    /// Changed since the hot results last saw them.
+    hot_dirty: HashSet<(ByEnd, Key)>,
+    /// Merged-away sessions to delete from the changelog (`true`: it has a row).
+    removed: Vec<(Window, Key, bool)>,
+    /// ... and from the hot results.
+    hot_removed: Vec<(Window, Key)>,
+    pending_ingest: Vec<(i64, u32)>,
+    barriers: usize,
+    barrier_epoch: u64,
+    last_changelog: Instant,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: usize,
+        cfg: Arc<RunnerConfig>,
+        plan: Arc<WindowedPlan>,
+        tasks: usize,
+        partitions: u32,
+        max_ts: &[Option<i64>],
+        snap: ShardSnap,
+    ) -> Self {
+        let mut s = Shard {
+            id,
+            cfg,
+            plan,
+            tasks,
+            windows: BTreeMap::new(),
+            sessions: HashMap::new(),
+            entries: 0,
+            partitions: (0..partitions as usize).map(|p| (max_ts.get(p).copied().flatten(), false)).collect(),
+            watermark: None,
+            hot_dirty: HashSet::new(),
+            hot_removed: Vec::new(),
+            removed: Vec::new(),
+            pending_ingest: Vec::new(),
+            barriers: 0,
+            barrier_epoch: 0,
+            last_changelog: Instant::now(),
+        };
+        for e in snap.entries {
+            let key: Key = e.key.into_boxed_slice();
+            s.hot_dirty.insert((ByEnd::of(e.window), key.clone()));
+            s.windows
+                .entry(ByEnd::of(e.window))
+                .or_default()
+                .insert(key, Entry { states: e.states, emitted: e.emitted, dirty: false });
+            s.entries += 1;
+        }
+        for (k, set) in snap.sessions {
+            s.sessions.insert(k.into_boxed_slice(), set);
+        }
+        s
+    }
+
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<ShardMsg>,
+        coord: mpsc::Sender<CoordMsg>,
+        writer: mpsc::Sender<WriterMsg>,
+    ) -> Result<(), JobError> {
+        let buffer_timeout = Duration::from_millis(self.cfg.plan.options.buffer_timeout_ms.max(1) as u64);
+        let mut tick = tokio::time::interval(buffer_timeout);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Restored rows go back to the hot results at once.
+        self.emit_hot();
+        loop {
+            tokio::select! {
+                m = rx.recv() => {
+                    let Some(m) = m else { return Ok(()) };
+                    let mut next = Some(m);
+                    // Drain what is queued (bounded) before emitting, so a busy shard emits once per burst.
+                    let mut n = 0;
+                    while let Some(m) = next.take() {
+                        match m {
+                            ShardMsg::Delta(d) => self.apply(d),
+                            ShardMsg::Barrier { epoch } => {
+                                self.barriers += 1;
+                                self.barrier_epoch = epoch;
+                                if self.barriers == self.tasks {
+                                    self.barriers = 0;
+                                    self.align(epoch, &coord, &writer).await?;
+                                }
+                                break;
+                            }
+                        }
+                        n += 1;
+                        if n < 64 {
+                            next = rx.try_recv().ok();
+                        }
+                    }
+                    self.after_batch(&writer, false).await?;
+                }
+                _ = tick.tick() => self.after_batch(&writer, false).await?,
+            }
+        }
+    }
+
+    fn apply(&mut self, d: Delta) {
+        let _ = d.task;
+        for (p, max_ts, idle) in d.progress.iter() {
+            if let Some(slot) = self.partitions.get_mut(*p as usize) {
+                *slot = (*max_ts, *idle);
+            }
+        }
+        let lateness = self.cfg.plan.options.allowed_lateness_ms.max(0);
+        let session = matches!(self.plan.window, WindowSpec::Session { .. });
+        for (w, key, states) in d.entries {
+            // Only possible when an idle partition let the watermark pass its own: the state is gone.
+            let expired = match self.watermark {
+                Some(wm) if session => i128::from(w.start) < i128::from(wm) - i128::from(lateness),
+                Some(wm) => Lateness::classify(w.end, Some(wm), lateness) == Lateness::TooLate,
+                None => false,
+            };
+            if expired {
+                metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc();
+                continue;
+            }
+            if session {
+                self.apply_session(w, key, states);
+            } else {
+                self.merge_into(w, key, &states);
+            }
+        }
+        self.pending_ingest.extend(d.ingest);
+    }
+
+    fn merge_into(&mut self, w: Window, key: Key, states: &[AggState]) {
+        let slot = self.windows.entry(ByEnd::of(w)).or_default();
+        match slot.get_mut(&key) {
+            Some(e) => {
+                merge_states(&mut e.states, states);
+                e.dirty = true;
+            }
+            None => {
+                slot.insert(key.clone(), Entry { states: states.to_vec(), emitted: false, dirty: true });
+                self.entries += 1;
+            }
+        }
+        self.hot_dirty.insert((ByEnd::of(w), key));
+    }
+
+    fn take_entry(&mut self, w: Window, key: &Key) -> Option<Entry> {
+        let b = ByEnd::of(w);
+        let slot = self.windows.get_mut(&b)?;
+        let e = slot.remove(key)?;
+        if slot.is_empty() {
+            self.windows.remove(&b);
+        }
+        self.entries -= 1;
+        self.hot_dirty.remove(&(b, key.clone()));
+        self.removed.push((w, key.clone(), e.emitted));
+        self.hot_removed.push((w, key.clone()));
+        Some(e)
+    }
+
+    fn apply_session(&mut self, proto: Window, key: Key, states: Vec<AggState>) {
+        let Some(gap) = (match self.plan.window {
+            WindowSpec::Session { gap } => Some(gap),
+            _ => None,
+        }) else {
+            return;
+        };
+        let set = match self.sessions.get_mut(&key) {
+            Some(s) => s,
+            None => match SessionSet::new(gap) {
+                Ok(s) => self.sessions.entry(key.clone()).or_insert(s),
+                Err(_) => return,
+            },
+        };
+        let Ok(change) = set.insert(proto.start) else { return };
+        match change {
+            SessionChange::Unchanged(w) | SessionChange::Created(w) => self.merge_into(w, key, &states),
+            SessionChange::Extended { from, into } => {
+                let mut acc = self.take_entry(from, &key).map(|e| e.states).unwrap_or_else(|| new_states(&self.plan));
+                merge_states(&mut acc, &states);
+                self.merge_into(into, key, &acc);
+            }
+            SessionChange::Merged { from, into } => {
+                let mut acc = new_states(&self.plan);
+                for w in from {
+                    if let Some(e) = self.take_entry(w, &key) {
+                        merge_states(&mut acc, &e.states);
+                    }
+                }
+                merge_states(&mut acc, &states);
+                self.merge_into(into, key, &acc);
+            }
+        }
+    }
+
+    fn advance_watermark(&mut self) {
+        let delay = self.cfg.plan.options.out_of_orderness_ms;
+        let mut candidate: Option<i64> = None;
+        let mut any_active = false;
+        for (max_ts, idle) in &self.partitions {
+            if *idle {
+                continue;
+            }
+            any_active = true;
+            match max_ts {
+                None => {
+                    candidate = None;
+                    break;
+                }
+                Some(m) => {
+                    let c = m.saturating_sub(delay);
+                    candidate = Some(candidate.map_or(c, |x| x.min(c)));
+                }
+            }
+        }
+        if let Some(c) = candidate.filter(|_| any_active) {
+            self.watermark = Some(self.watermark.map_or(c, |w| w.max(c)));
+        }
+        if self.id == 0
+            && let Some(w) = self.watermark
+        {
+            self.cfg.stats.watermark.store(w, Ordering::Relaxed);
+            metrics::WATERMARK.with_label_values(&[&self.cfg.name]).set(w);
+        }
+    }
+
+    /// Upserts every changed row into the hot results and records the end-to-end latency.
+    fn emit_hot(&mut self) {
+        for (w, key) in self.hot_removed.drain(..) {
+            self.cfg.hot.remove(w.start, w.end, &key_text(&key));
+        }
+        let mut rows = Vec::with_capacity(self.hot_dirty.len());
+        for (b, key) in self.hot_dirty.drain() {
+            let Some(e) = self.windows.get(&b).and_then(|m| m.get(&key)) else { continue };
+            let w = b.window();
+            if let Some(map) = self.plan.result_row(w, &key, &e.states) {
+                rows.push(ResultRow {
+                    window_start: w.start,
+                    window_end: w.end,
+                    key: key_text(&key),
+                    row: Arc::new(map),
+                });
+            } else {
+                self.cfg.hot.remove(w.start, w.end, &key_text(&key));
+            }
+        }
+        if !rows.is_empty() {
+            self.cfg.hot.upsert(rows);
+        }
+        if !self.pending_ingest.is_empty() {
+            let now = now_ms();
+            let mut hist = self.cfg.stats.latency_us.lock();
+            let prom = metrics::LATENCY.with_label_values(&[&self.cfg.name]);
+            for (t, n) in self.pending_ingest.drain(..) {
+                let us = ((now - t).max(0) as u64).saturating_mul(1000).max(1);
+                let _ = hist.record_n(us, u64::from(n));
+                prom.observe(us as f64 / 1e6);
+            }
+        }
+    }
+
+    async fn after_batch(&mut self, writer: &mpsc::Sender<WriterMsg>, force: bool) -> Result<(), JobError> {
+        self.advance_watermark();
+        self.emit_hot();
+        let timeout = Duration::from_millis(self.cfg.plan.options.buffer_timeout_ms.max(1) as u64);
+        let lateness = self.cfg.plan.options.allowed_lateness_ms.max(0);
+        let expire_before = self.watermark.map(|w| w.saturating_sub(lateness));
+        let must_expire =
+            expire_before.is_some_and(|x| self.windows.first_key_value().is_some_and(|(b, _)| b.end <= x));
+        if force || must_expire || self.last_changelog.elapsed() >= timeout {
+            self.write_changelog(writer).await?;
+            self.last_changelog = Instant::now();
+        }
+        if let Some(x) = expire_before {
+            self.expire(x);
+        }
+        self.cfg.stats.state_entries.store(self.entries as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends every changed row (and deletions) to the writer.
+    async fn write_changelog(&mut self, writer: &mpsc::Sender<WriterMsg>) -> Result<(), JobError> {
+        let wm = self.watermark;
+        let session = matches!(self.plan.window, WindowSpec::Session { .. });
+        let mut out = Vec::new();
+        for (w, key, emitted) in self.removed.drain(..) {
+            if emitted {
+                out.push(changelog_record(&self.plan, w, &key, None, "deleted"));
+            }
+        }
+        for (b, slot) in self.windows.iter_mut() {
+            let fired = wm.is_some_and(|w| b.end <= w);
+            for (key, e) in slot.iter_mut() {
+                if !e.dirty {
+                    continue;
+                }
+                // Open sessions can still merge away: only final sessions go to the changelog.
+                if session && !fired {
+                    continue;
+                }
+                e.dirty = false;
+                match self.plan.result_row(b.window(), key, &e.states) {
+                    Some(map) => {
+                        out.push(changelog_record(
+                            &self.plan,
+                            b.window(),
+                            key,
+                            Some(&map),
+                            if fired { "final" } else { "partial" },
+                        ));
+                        e.emitted = true;
+                    }
+                    None if e.emitted => {
+                        out.push(changelog_record(&self.plan, b.window(), key, None, "deleted"));
+                        e.emitted = false;
+                    }
+                    None => {}
+                }
+                if out.len() >= WRITER_BATCH {
+                    writer.send(WriterMsg::Rows(std::mem::take(&mut out))).await.map_err(|_| JobError::Stopped)?;
+                }
+            }
+        }
+        if !out.is_empty() {
+            writer.send(WriterMsg::Rows(out)).await.map_err(|_| JobError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Drops state of windows past `end + allowed lateness` (their final rows were written just before).
+    fn expire(&mut self, before: i64) {
+        let session = matches!(self.plan.window, WindowSpec::Session { .. });
+        // Sessions expire strictly before, matching the strict lateness rule of the source tasks.
+        while let Some((b, _)) = self.windows.first_key_value() {
+            let gone = if session { b.end < before } else { b.end <= before };
+            if !gone {
+                break;
+            }
+            let (b, slot) = self.windows.pop_first().expect("first exists");
+            self.entries -= slot.len();
+            for key in slot.into_keys() {
+                if session && let Some(set) = self.sessions.get_mut(&key) {
+                    set.close_before(b.end);
+                    if set.is_empty() {
+                        self.sessions.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn align(
+        &mut self,
+        epoch: u64,
+        coord: &mpsc::Sender<CoordMsg>,
+        writer: &mpsc::Sender<WriterMsg>,
+    ) -> Result<(), JobError> {
+        // Everything before the barrier reaches the writer, then the flush marker: the checkpoint waits for it.
+        self.after_batch(writer, true).await?;
+        let (tx, flushed) = oneshot::channel();
+        writer.send(WriterMsg::Flush(tx)).await.map_err(|_| JobError::Stopped)?;
+        coord.send(CoordMsg::Aligned { epoch }).await.map_err(|_| JobError::Stopped)?;
+        let started = Instant::now();
+        let bytes = self.snapshot()?;
+        let pause = started.elapsed();
+        coord.send(CoordMsg::Snapshot { epoch, bytes, pause, flushed }).await.map_err(|_| JobError::Stopped)?;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, JobError> {
+        let mut snap = ShardSnap { entries: Vec::with_capacity(self.entries), sessions: Vec::new() };
+        for (b, slot) in &self.windows {
+            for (key, e) in slot {
+                snap.entries.push(EntrySnap {
+                    window: b.window(),
+                    key: key.to_vec(),
+                    states: e.states.clone(),
+                    // A dirty row was flushed just before; what matters is whether the changelog has a row.
+                    emitted: e.emitted,
+                });
+            }
+        }
+        for (k, set) in &self.sessions {
+            snap.sessions.push((k.to_vec(), set.clone()));
+        }
+        postcard::to_stdvec(&snap).map_err(|e| JobError::Corrupt(format!("state encoding: {e}")))
+    }
+}
+
+fn key_text(key: &[Datum]) -> String {
+    let mut s = String::new();
+    for (i, d) in key.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&d.to_key_text());
+    }
+    s
+}
+
+/// The changelog record key: window bounds and group key as JSON, the identity results are upserted by.
+fn changelog_key(plan: &WindowedPlan, w: Window, key: &[Datum]) -> Bytes {
+    let mut m = serde_json::Map::new();
+    m.insert("window_start".into(), Datum::Time(w.start).to_json());
+    m.insert("window_end".into(), Datum::Time(w.end).to_json());
+    for ((name, _), d) in plan.keys.iter().zip(key) {
+        m.insert(name.clone(), d.to_json());
+    }
+    Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
+}
+
+fn changelog_record(
+    plan: &WindowedPlan,
+    w: Window,
+    key: &[Datum],
+    row: Option<&serde_json::Map<String, Value>>,
+    kind: &'static str,
+) -> Record {
+    let value = match row {
+        Some(m) => serde_json::to_vec(m).unwrap_or_default(),
+        None => b"null".to_vec(),
+    };
+    Record {
+        timestamp: w.end.saturating_sub(1),
+        key: Some(changelog_key(plan, w, key)),
+        headers: vec![(RESULT_KIND_HEADER.to_string(), Bytes::from_static(kind.as_bytes()))],
+        value: Bytes::from(value),
+    }
+}
+
+async fn run_writer(
+    log: Arc<dyn LogStore>,
+    topic: String,
+    job: String,
+    mut rx: mpsc::Receiver<WriterMsg>,
+) -> Result<(), JobError> {
+    let partitions = log.topic(&topic).await?.partitions;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            WriterMsg::Rows(rows) => {
+                let mut by_part: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+                for r in rows {
+                    let kind = r.headers.first().map(|(_, v)| v.clone());
+                    if let Some(k) = kind {
+                        let kind = std::str::from_utf8(&k).unwrap_or("row").to_string();
+                        metrics::RESULTS.with_label_values(&[&job, &kind]).inc();
+                    }
+                    let p = partition_for_key(r.key.as_deref().unwrap_or_default(), partitions);
+                    by_part.entry(p).or_default().push(r);
+                }
+                for (p, batch) in by_part {
+                    append_with_retry(&*log, &topic, p, batch).await?;
+                }
+            }
+            WriterMsg::Flush(done) => {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends, retrying transient failures with backoff: results must not be dropped, and the job's input stays
+/// where it is meanwhile (backpressure).
+async fn append_with_retry(log: &dyn LogStore, topic: &str, p: u32, batch: Vec<Record>) -> Result<(), JobError> {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 0..8 {
+        match log.append(topic, p, batch.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < 7 && e.kind() == sluice_log::ErrorKind::Unavailable => {
+                tracing::warn!(topic, partition = p, error = %e, "results append failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Stateless jobs: filter/project/enrich into another topic, partition p to partition p. Exactly-once without a
+// state snapshot: each output record names its source offset, and a restart resumes after the last one written.
+
+async fn run_stateless(
+    cfg: RunnerConfig,
+    plan: StatelessPlan,
+    partitions: u32,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), JobError> {
+    let cfg = Arc::new(cfg);
+    let plan = Arc::new(plan);
+    // Offsets from the last checkpoint (only positions; there is no state), else the start position.
+    let ckpt: Option<Vec<u64>> = match cfg.checkpoints.latest()? {
+        Some((_, b)) => postcard::from_bytes::<Vec<u64>>(&b).ok().filter(|v| v.len() == partitions as usize),
+        None => None,
+    };
+    let mut starts = match ckpt {
+        Some(v) => v,
+        None => start_offsets(&*cfg.log, &cfg.plan.source, partitions, &cfg.start).await?,
+    };
+    for p in 0..partitions {
+        if let Some(o) = last_written_source_offset(&*cfg.log, &plan.output_topic, p).await? {
+            starts[p as usize] = starts[p as usize].max(o + 1);
+        }
+    }
+    *cfg.stats.partitions.lock() = (0..partitions)
+        .map(|p| PartitionProgress {
+            partition: p,
+            offset: starts[p as usize],
+            high_watermark: starts[p as usize],
+            idle: false,
+        })
+        .collect();
+    let parallelism = cfg.parallelism.clamp(1, partitions.max(1) as usize);
+    let offsets: Arc<Vec<AtomicU64>> = Arc::new(starts.iter().map(|o| AtomicU64::new(*o)).collect());
+    let mut set: JoinSet<Result<(), JobError>> = JoinSet::new();
+    for t in 0..parallelism {
+        let cfg = cfg.clone();
+        let plan = plan.clone();
+        let offsets = offsets.clone();
+        let stop = stop.clone();
+        let parts: Vec<u32> = (0..partitions).filter(|p| *p as usize % parallelism == t).collect();
+        set.spawn(async move { stateless_task(cfg, plan, parts, offsets, stop).await });
+    }
+    metrics::RUNNING.with_label_values(&[&cfg.name]).set(1);
+    let mut ticker = tokio::time::interval(cfg.checkpoint_interval);
+    ticker.tick().await;
+    let mut epoch = cfg.checkpoints.list()?.last().copied().unwrap_or(0);
+    let save = |epoch: u64| {
+        let v: Vec<u64> = offsets.iter().map(|o| o.load(Ordering::Acquire)).collect();
+        let store = cfg.checkpoints.clone();
+        async move {
+            let bytes = postcard::to_stdvec(&v).unwrap_or_default();
+            match tokio::task::spawn_blocking(move || store.write(epoch, &bytes)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(epoch, error = %e, "checkpoint failed"),
+                Err(e) => tracing::warn!(epoch, error = %e, "checkpoint failed"),
+            }
+        }
+    };
+    let result = loop {
+        tokio::select! {
+            _ = ticker.tick() => { epoch += 1; save(epoch).await; }
+            _ = stop.changed() => if *stop.borrow() {
+                // Tasks see the same signal; wait for them, then record where they stopped.
+                let mut r = Ok(());
+                while let Some(done) = set.join_next().await {
+                    if let Ok(Err(e)) = done { r = Err(e); }
+                }
+                epoch += 1;
+                save(epoch).await;
+                break r;
+            },
+            Some(done) = set.join_next() => break match done {
+                Ok(Ok(())) => Err(JobError::Stopped),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(JobError::Invalid(format!("job task panicked: {e}"))),
+            },
+        }
+    };
+    set.abort_all();
+    while set.join_next().await.is_some() {}
+    metrics::RUNNING.with_label_values(&[&cfg.name]).set(0);
+    result
+}
+
+async fn stateless_task(
+    cfg: Arc<RunnerConfig>,
+    plan: Arc<StatelessPlan>,
+    parts: Vec<u32>,
+    offsets: Arc<Vec<AtomicU64>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), JobError> {
+    let mut decode = Decode { decoder: cfg.decoder.clone(), topic: cfg.plan.source.clone(), buf: Vec::new() };
+    let mut row = Vec::new();
+    let timeout = Duration::from_millis(cfg.plan.options.buffer_timeout_ms.max(1) as u64);
+    let job = cfg.name.clone();
+    while !*stop.borrow() {
+        let mut got = 0;
+        for &p in &parts {
+            let from = offsets[p as usize].load(Ordering::Acquire);
+            let read = match cfg.log.read(&cfg.plan.source, p, from, READ_MAX_RECORDS, READ_MAX_BYTES).await {
+                Ok(r) => r,
+                Err(LogError::OffsetOutOfRange { start, end, .. }) => {
+                    offsets[p as usize].store(if from < start { start } else { end }, Ordering::Release);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(s) = cfg.stats.partitions.lock().get_mut(p as usize) {
+                s.high_watermark = read.high_watermark;
+                s.offset = from;
+            }
+            if read.records.is_empty() {
+                continue;
+            }
+            got += read.records.len();
+            let reader = decode.reader();
+            let mut out = Vec::new();
+            let (mut filtered, mut bad) = (0u64, 0u64);
+            for rec in &read.records {
+                let Some(value) = decode.value(reader.as_deref(), &rec.value) else {
+                    bad += 1;
+                    continue;
+                };
+                let meta = RecordMeta {
+                    timestamp: rec.timestamp,
+                    append_time: rec.append_time,
+                    key: rec.key.as_deref(),
+                    partition: p,
+                    offset: rec.offset,
+                };
+                cfg.plan.extract(&value, &meta, &mut row);
+                if let Some(f) = &cfg.plan.filter
+                    && !f.eval(&row).is_true()
+                {
+                    filtered += 1;
+                    continue;
+                }
+                let v = plan.project(&value, &row);
+                out.push(Record {
+                    timestamp: rec.timestamp,
+                    key: rec.key.clone(),
+                    headers: vec![source_header(p, rec.offset)],
+                    value: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                });
+            }
+            if !out.is_empty() {
+                let n = out.len() as u64;
+                append_with_retry(&*cfg.log, &plan.output_topic, p, out).await?;
+                metrics::RESULTS.with_label_values(&[&job, "row"]).inc_by(n);
+            }
+            metrics::RECORDS_IN.with_label_values(&[&job]).inc_by(read.records.len() as u64);
+            if filtered > 0 {
+                metrics::RECORDS_FILTERED_OUT.with_label_values(&[&job]).inc_by(filtered);
+            }
+            if bad > 0 {
+                metrics::DECODE_ERRORS.with_label_values(&[&job]).inc_by(bad);
+            }
+            cfg.stats.records_in.fetch_add(read.records.len() as u64, Ordering::Relaxed);
+            offsets[p as usize].store(read.next_offset, Ordering::Release);
+            if let Some(s) = cfg.stats.partitions.lock().get_mut(p as usize) {
+                s.offset = read.next_offset;
+            }
+        }
+        if got == 0 {
+            let waits: Vec<_> = parts
+                .iter()
+                .map(|&p| {
+                    let log = cfg.log.clone();
+                    let topic = cfg.plan.source.clone();
+                    let from = offsets[p as usize].load(Ordering::Acquire);
+                    Box::pin(async move { log.wait_for(&topic, p, from, timeout).await })
+                })
+                .collect();
+            if waits.is_empty() {
+                let _ = stop.changed().await;
+                continue;
+            }
+            tokio::select! {
+                _ = futures::future::select_all(waits) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+    Ok(())
+}
