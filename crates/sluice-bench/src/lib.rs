@@ -6,11 +6,14 @@
 //!   time, which corrects for coordinated omission. The server's RSS is sampled from `/metrics` throughout.
 //! - [`pipeline`]: the example job under load: ingest ack -> visible in hot results, measured in the server;
 //!   and hot-results reads at a fixed rate.
+//! - [`jobs`]: the example job's per-event work on one core, and a checkpoint of a million keys of state.
 //! - [`read`]: sequential read of one partition from offset 0, straight from a data directory.
 
 pub mod events;
+pub mod jobs;
 pub mod pipeline;
 
+pub use jobs::{CheckpointArgs, OperatorArgs};
 pub use pipeline::{PipelineArgs, ResultsArgs};
 
 use std::path::PathBuf;

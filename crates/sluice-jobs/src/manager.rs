@@ -35,6 +35,8 @@ pub struct ManagerOptions {
     pub checkpoint_interval: Duration,
     /// Complete checkpoints kept per job.
     pub keep_checkpoints: usize,
+    /// State entries a shard snapshots per step between processing (smaller: shorter pauses, more steps).
+    pub snapshot_chunk: usize,
 }
 
 impl ManagerOptions {
@@ -44,6 +46,7 @@ impl ManagerOptions {
             parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
             checkpoint_interval: Duration::from_secs(10),
             keep_checkpoints: 3,
+            snapshot_chunk: runner::SNAPSHOT_CHUNK,
         }
     }
 }
@@ -92,6 +95,8 @@ pub struct JobStatus {
     pub shadow_of: Option<String>,
     pub created_at_ms: i64,
     pub records_in: u64,
+    /// Changelog records written (rows and deletions) since the job started here.
+    pub results_written: u64,
     pub lag: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watermark: Option<String>,
@@ -210,6 +215,7 @@ impl JobManager {
         *job.state.lock() = RunState::Running;
         let parallelism = job.plan.options.parallelism.unwrap_or(self.opts.parallelism).max(1);
         let (log, decoder, interval) = (self.log.clone(), self.decoder.clone(), self.opts.checkpoint_interval);
+        let chunk = self.opts.snapshot_chunk;
         let j = job.clone();
         let join = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
@@ -224,6 +230,7 @@ impl JobManager {
                     hot: j.hot.clone(),
                     checkpoints: j.checkpoints.clone(),
                     checkpoint_interval: interval,
+                    snapshot_chunk: chunk,
                     parallelism,
                     stats: j.stats.clone(),
                     start: def.start.clone(),
@@ -547,6 +554,7 @@ fn status(j: &JobHandle) -> JobStatus {
         shadow_of: def.shadow_of.clone(),
         created_at_ms: def.created_at_ms,
         records_in: j.stats.records_in.load(Ordering::Relaxed),
+        results_written: j.stats.results_written.load(Ordering::Relaxed),
         lag,
         watermark: (wm != i64::MIN).then(|| Datum::Time(wm).to_key_text()),
         state_entries: j.stats.state_entries.load(Ordering::Relaxed),

@@ -80,6 +80,8 @@ pub struct JobStats {
     pub watermark: AtomicI64,
     pub state_entries: AtomicU64,
     pub records_in: AtomicU64,
+    /// Changelog records appended (rows and deletions).
+    pub results_written: AtomicU64,
     pub last_checkpoint: Mutex<Option<CheckpointInfo>>,
     /// Ingest acknowledgement -> visible in hot results, microseconds.
     pub latency_us: Mutex<hdrhistogram::Histogram<u64>>,
@@ -93,6 +95,7 @@ impl JobStats {
             watermark: AtomicI64::new(i64::MIN),
             state_entries: AtomicU64::new(0),
             records_in: AtomicU64::new(0),
+            results_written: AtomicU64::new(0),
             last_checkpoint: Mutex::new(None),
             latency_us: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
@@ -128,8 +131,10 @@ pub struct CheckpointInfo {
     pub at_ms: i64,
     pub bytes: u64,
     pub duration_ms: f64,
-    /// Longest time a shard stopped processing to snapshot its state.
+    /// Longest time a shard stopped processing to snapshot its state (one incremental step).
     pub max_pause_ms: f64,
+    /// From the barrier request until every shard held every barrier: source tasks wait this long.
+    pub align_ms: f64,
 }
 
 /// What a runner needs; built by the manager.
@@ -143,6 +148,8 @@ pub(crate) struct RunnerConfig {
     pub hot: Arc<HotResults>,
     pub checkpoints: Arc<CheckpointStore>,
     pub checkpoint_interval: Duration,
+    /// Entries per incremental snapshot step.
+    pub snapshot_chunk: usize,
     pub parallelism: usize,
     pub stats: Arc<JobStats>,
     pub start: StartPosition,
@@ -164,18 +171,34 @@ struct PartitionSnap {
     max_ts: Option<i64>,
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct ShardSnap {
-    entries: Vec<EntrySnap>,
-    sessions: Vec<(Vec<Datum>, SessionSet)>,
-}
-
-#[derive(Serialize, Deserialize)]
+/// One (window, key) of a shard snapshot. A shard's snapshot is these, postcard-encoded back to back (written
+/// incrementally, see [`Shard::snapshot_step`]); session sets are rebuilt from the windows at restore.
+#[derive(Deserialize)]
 struct EntrySnap {
     window: Window,
     key: Vec<Datum>,
     states: Vec<AggState>,
     emitted: bool,
+}
+
+/// [`EntrySnap`] as written, borrowing the live state (same encoding: slices and vectors are both sequences).
+#[derive(Serialize)]
+struct EntrySnapRef<'a> {
+    window: Window,
+    key: &'a [Datum],
+    states: &'a [AggState],
+    emitted: bool,
+}
+
+fn decode_entries(mut bytes: &[u8]) -> Result<Vec<EntrySnap>, JobError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (e, rest) = postcard::take_from_bytes::<EntrySnap>(bytes)
+            .map_err(|e| JobError::Corrupt(format!("checkpoint state entry {}: {e}", out.len())))?;
+        out.push(e);
+        bytes = rest;
+    }
+    Ok(out)
 }
 
 pub(crate) fn fingerprint(sql: &str) -> u64 {
@@ -391,18 +414,12 @@ async fn run_windowed(
         }
     };
     // Redistribute the state over this run's shards (the parallelism may have changed).
-    let mut shard_snaps: Vec<ShardSnap> = (0..shards).map(|_| ShardSnap::default()).collect();
+    let mut shard_snaps: Vec<Vec<EntrySnap>> = (0..shards).map(|_| Vec::new()).collect();
     if let Some(s) = snap {
         for bytes in &s.shards {
-            let part: ShardSnap =
-                postcard::from_bytes(bytes).map_err(|e| JobError::Corrupt(format!("checkpoint shard: {e}")))?;
-            for e in part.entries {
+            for e in decode_entries(bytes)? {
                 let i = key_shard(&e.key, shards);
-                shard_snaps[i].entries.push(e);
-            }
-            for (k, set) in part.sessions {
-                let i = key_shard(&k, shards);
-                shard_snaps[i].sessions.push((k, set));
+                shard_snaps[i].push(e);
             }
         }
     }
@@ -421,6 +438,7 @@ async fn run_windowed(
         })
         .collect();
 
+    cfg.stats.state_entries.store(0, Ordering::Relaxed);
     let (coord_tx, mut coord_rx) = mpsc::channel::<CoordMsg>(4 * (parallelism + shards) + 4);
     let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(WRITER_QUEUE);
     let mut set: JoinSet<Result<(), JobError>> = JoinSet::new();
@@ -430,7 +448,8 @@ async fn run_windowed(
         let log = cfg.log.clone();
         let topic = plan.output_topic.clone();
         let name = cfg.name.clone();
-        set.spawn(async move { run_writer(log, topic, name, writer_rx).await });
+        let stats = cfg.stats.clone();
+        set.spawn(async move { run_writer(log, topic, name, stats, writer_rx).await });
     }
 
     // Shards.
@@ -438,7 +457,7 @@ async fn run_windowed(
     for (i, ss) in shard_snaps.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel::<ShardMsg>(SHARD_QUEUE * parallelism);
         shard_txs.push(tx);
-        let mut shard = Shard::new(i, cfg.clone(), plan.clone(), parallelism, partitions, &max_ts, ss);
+        let mut shard = Shard::new(i, cfg.clone(), plan.clone(), parallelism, partitions, &max_ts, ss)?;
         let coord = coord_tx.clone();
         let writer = writer_tx.clone();
         set.spawn(async move { shard.run(rx, coord, writer).await });
@@ -540,6 +559,7 @@ async fn checkpoint(
     let mut snaps: Vec<Vec<u8>> = Vec::with_capacity(shards);
     let mut flushes = Vec::with_capacity(shards);
     let mut max_pause = Duration::ZERO;
+    let mut align = Duration::ZERO;
     while barriers < tasks || aligned < shards || snaps.len() < shards {
         let msg = coord_rx.recv().await.ok_or(JobError::Stopped)?;
         match msg {
@@ -552,6 +572,7 @@ async fn checkpoint(
             CoordMsg::Aligned { epoch: e } if e == epoch => {
                 aligned += 1;
                 if aligned == shards {
+                    align = started.elapsed();
                     for r in releases.drain(..) {
                         let _ = r.send(());
                     }
@@ -591,6 +612,7 @@ async fn checkpoint(
         bytes: len,
         duration_ms: took.as_secs_f64() * 1e3,
         max_pause_ms: max_pause.as_secs_f64() * 1e3,
+        align_ms: align.as_secs_f64() * 1e3,
     });
     tracing::debug!(job = %cfg.name, epoch, bytes = len, ms = took.as_millis() as u64, "checkpoint written");
     Ok(())
@@ -626,6 +648,12 @@ impl PendingDelta {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Takes every pending (window, key) aggregate, as the task does when it sends its deltas.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Window, Box<[Datum]>, Vec<AggState>)> + '_ {
+        self.ingest.iter_mut().for_each(Vec::clear);
+        self.maps.iter_mut().flat_map(|m| m.drain().map(|((w, k), s)| (w, k, s)))
     }
 
     /// Drops what is pending (benchmarks: as if it had been sent).
@@ -955,6 +983,42 @@ struct Entry {
     emitted: bool,
     /// Changed since the changelog last saw it.
     dirty: bool,
+    /// The last snapshot epoch that holds this entry, or the epoch in progress when it was created (then it is
+    /// not part of that snapshot): copy-on-write for incremental snapshots.
+    snap: u64,
+}
+
+/// A shard snapshot being written a chunk at a time while the shard keeps processing. Every entry that existed
+/// at the barrier is written exactly once with its barrier-time value: by a chunk, or just before anything
+/// changes or removes it ([`capture`]).
+struct SnapInProgress {
+    epoch: u64,
+    buf: Vec<u8>,
+    /// Windows before this one are completely written.
+    cursor: Option<ByEnd>,
+    flushed: Option<oneshot::Receiver<Result<(), JobError>>>,
+    longest_step: Duration,
+}
+
+/// Entries a snapshot step writes by default: a few milliseconds of work, so processing never pauses for long.
+pub const SNAPSHOT_CHUNK: usize = 8_192;
+
+fn encode_entry(buf: &mut Vec<u8>, b: ByEnd, key: &[Datum], e: &Entry) {
+    let r = EntrySnapRef { window: b.window(), key, states: &e.states, emitted: e.emitted };
+    // Encoding into a Vec cannot fail for these types.
+    if let Ok(v) = postcard::to_extend(&r, std::mem::take(buf)) {
+        *buf = v;
+    }
+}
+
+/// Writes `e` into the snapshot in progress before it changes, if it is not there yet.
+fn capture(snap: &mut Option<SnapInProgress>, b: ByEnd, key: &[Datum], e: &mut Entry) {
+    if let Some(s) = snap
+        && e.snap < s.epoch
+    {
+        encode_entry(&mut s.buf, b, key, e);
+        e.snap = s.epoch;
+    }
 }
 
 /// Window order by end first: windows fire and expire in this order.
@@ -991,6 +1055,9 @@ struct Shard {
     /// ... and from the hot results.
     hot_removed: Vec<(Window, Key)>,
     pending_ingest: Vec<(i64, u32)>,
+    snap: Option<SnapInProgress>,
+    /// `entries` as last added to the job's stats.
+    reported_entries: u64,
     barriers: usize,
     barrier_epoch: u64,
     last_changelog: Instant,
@@ -1005,8 +1072,8 @@ impl Shard {
         tasks: usize,
         partitions: u32,
         max_ts: &[Option<i64>],
-        snap: ShardSnap,
-    ) -> Self {
+        restored: Vec<EntrySnap>,
+    ) -> Result<Self, JobError> {
         let mut s = Shard {
             id,
             cfg,
@@ -1021,23 +1088,36 @@ impl Shard {
             hot_removed: Vec::new(),
             removed: Vec::new(),
             pending_ingest: Vec::new(),
+            snap: None,
+            reported_entries: 0,
             barriers: 0,
             barrier_epoch: 0,
             last_changelog: Instant::now(),
         };
-        for e in snap.entries {
+        let gap = match s.plan.window {
+            WindowSpec::Session { gap } => Some(gap),
+            _ => None,
+        };
+        for e in restored {
             let key: Key = e.key.into_boxed_slice();
+            if let Some(gap) = gap {
+                let set = match s.sessions.get_mut(&key) {
+                    Some(set) => set,
+                    None => s
+                        .sessions
+                        .entry(key.clone())
+                        .or_insert(SessionSet::new(gap).map_err(|e| JobError::Corrupt(format!("session gap: {e}")))?),
+                };
+                set.restore(e.window).map_err(|e| JobError::Corrupt(format!("checkpoint sessions: {e}")))?;
+            }
             s.hot_dirty.insert((ByEnd::of(e.window), key.clone()));
             s.windows
                 .entry(ByEnd::of(e.window))
                 .or_default()
-                .insert(key, Entry { states: e.states, emitted: e.emitted, dirty: false });
+                .insert(key, Entry { states: e.states, emitted: e.emitted, dirty: false, snap: 0 });
             s.entries += 1;
         }
-        for (k, set) in snap.sessions {
-            s.sessions.insert(k.into_boxed_slice(), set);
-        }
-        s
+        Ok(s)
     }
 
     async fn run(
@@ -1077,10 +1157,55 @@ impl Shard {
                         }
                     }
                     self.after_batch(&writer, false).await?;
+                    self.snapshot_step(&coord).await?;
                 }
                 _ = tick.tick() => self.after_batch(&writer, false).await?,
+                // Nothing queued: carry on with a snapshot in progress.
+                _ = std::future::ready(()), if self.snap.is_some() => {
+                    self.snapshot_step(&coord).await?;
+                    // Steps are CPU work: let the coordinator and the source tasks run between them.
+                    tokio::task::yield_now().await;
+                }
             }
         }
+    }
+
+    /// Writes the next chunk of a snapshot in progress; hands the snapshot to the coordinator when complete.
+    async fn snapshot_step(&mut self, coord: &mpsc::Sender<CoordMsg>) -> Result<(), JobError> {
+        let chunk = self.cfg.snapshot_chunk.max(1);
+        let Shard { snap, windows, .. } = self;
+        let Some(s) = snap.as_mut() else { return Ok(()) };
+        let started = Instant::now();
+        let mut written = 0;
+        let mut complete = true;
+        let range = match s.cursor {
+            Some(c) => windows.range_mut(c..),
+            None => windows.range_mut(..),
+        };
+        'windows: for (b, slot) in range {
+            for (key, e) in slot.iter_mut() {
+                if e.snap < s.epoch {
+                    encode_entry(&mut s.buf, *b, key, e);
+                    e.snap = s.epoch;
+                    written += 1;
+                    if written >= chunk {
+                        s.cursor = Some(*b);
+                        complete = false;
+                        break 'windows;
+                    }
+                }
+            }
+        }
+        s.longest_step = s.longest_step.max(started.elapsed());
+        if complete {
+            let s = snap.take().expect("in progress");
+            let flushed = s.flushed.expect("set at the barrier");
+            coord
+                .send(CoordMsg::Snapshot { epoch: s.epoch, bytes: s.buf, pause: s.longest_step, flushed })
+                .await
+                .map_err(|_| JobError::Stopped)?;
+        }
+        Ok(())
     }
 
     fn apply(&mut self, d: Delta) {
@@ -1113,14 +1238,16 @@ impl Shard {
     }
 
     fn merge_into(&mut self, w: Window, key: Key, states: &[AggState]) {
+        let born = self.snap.as_ref().map_or(0, |s| s.epoch);
         let slot = self.windows.entry(ByEnd::of(w)).or_default();
         match slot.get_mut(&key) {
             Some(e) => {
+                capture(&mut self.snap, ByEnd::of(w), &key, e);
                 merge_states(&mut e.states, states);
                 e.dirty = true;
             }
             None => {
-                slot.insert(key.clone(), Entry { states: states.to_vec(), emitted: false, dirty: true });
+                slot.insert(key.clone(), Entry { states: states.to_vec(), emitted: false, dirty: true, snap: born });
                 self.entries += 1;
             }
         }
@@ -1130,13 +1257,17 @@ impl Shard {
     fn take_entry(&mut self, w: Window, key: &Key) -> Option<Entry> {
         let b = ByEnd::of(w);
         let slot = self.windows.get_mut(&b)?;
-        let e = slot.remove(key)?;
+        let mut e = slot.remove(key)?;
+        capture(&mut self.snap, b, key, &mut e);
         if slot.is_empty() {
             self.windows.remove(&b);
         }
         self.entries -= 1;
         self.hot_dirty.remove(&(b, key.clone()));
-        self.removed.push((w, key.clone(), e.emitted));
+        // A session that may have been final at some point (here or before a restart) gets a deletion.
+        let lateness = self.cfg.plan.options.allowed_lateness_ms.max(0);
+        let maybe_final = self.watermark.is_some_and(|wm| w.end <= wm.saturating_add(lateness));
+        self.removed.push((w, key.clone(), e.emitted || maybe_final));
         self.hot_removed.push((w, key.clone()));
         Some(e)
     }
@@ -1257,7 +1388,10 @@ impl Shard {
         if let Some(x) = expire_before {
             self.expire(x);
         }
-        self.cfg.stats.state_entries.store(self.entries as u64, Ordering::Relaxed);
+        // Shards add their changes, so the job's number is the sum over shards.
+        let now = self.entries as u64;
+        self.cfg.stats.state_entries.fetch_add(now.wrapping_sub(self.reported_entries), Ordering::Relaxed);
+        self.reported_entries = now;
         Ok(())
     }
 
@@ -1271,7 +1405,8 @@ impl Shard {
                 out.push(changelog_record(&self.plan, w, &key, None, "deleted"));
             }
         }
-        for (b, slot) in self.windows.iter_mut() {
+        let Shard { windows, snap, plan, .. } = self;
+        for (b, slot) in windows.iter_mut() {
             let fired = wm.is_some_and(|w| b.end <= w);
             for (key, e) in slot.iter_mut() {
                 if !e.dirty {
@@ -1281,11 +1416,12 @@ impl Shard {
                 if session && !fired {
                     continue;
                 }
+                capture(snap, *b, key, e);
                 e.dirty = false;
-                match self.plan.result_row(b.window(), key, &e.states) {
+                match plan.result_row(b.window(), key, &e.states) {
                     Some(map) => {
                         out.push(changelog_record(
-                            &self.plan,
+                            plan,
                             b.window(),
                             key,
                             Some(&map),
@@ -1293,8 +1429,9 @@ impl Shard {
                         ));
                         e.emitted = true;
                     }
-                    None if e.emitted => {
-                        out.push(changelog_record(&self.plan, b.window(), key, None, "deleted"));
+                    // A final rejection is always written: a row from before a restart may be in the changelog.
+                    None if e.emitted || fired => {
+                        out.push(changelog_record(plan, b.window(), key, None, "deleted"));
                         e.emitted = false;
                     }
                     None => {}
@@ -1321,7 +1458,8 @@ impl Shard {
             }
             let (b, slot) = self.windows.pop_first().expect("first exists");
             self.entries -= slot.len();
-            for key in slot.into_keys() {
+            for (key, mut e) in slot {
+                capture(&mut self.snap, b, &key, &mut e);
                 if session && let Some(set) = self.sessions.get_mut(&key) {
                     set.close_before(b.end);
                     if set.is_empty() {
@@ -1338,35 +1476,21 @@ impl Shard {
         coord: &mpsc::Sender<CoordMsg>,
         writer: &mpsc::Sender<WriterMsg>,
     ) -> Result<(), JobError> {
+        // Source tasks may go on at once: nothing after the barrier is applied here before the snapshot starts
+        // (this shard is busy until then; their deltas wait in the bounded queue).
+        coord.send(CoordMsg::Aligned { epoch }).await.map_err(|_| JobError::Stopped)?;
         // Everything before the barrier reaches the writer, then the flush marker: the checkpoint waits for it.
         self.after_batch(writer, true).await?;
         let (tx, flushed) = oneshot::channel();
         writer.send(WriterMsg::Flush(tx)).await.map_err(|_| JobError::Stopped)?;
-        coord.send(CoordMsg::Aligned { epoch }).await.map_err(|_| JobError::Stopped)?;
-        let started = Instant::now();
-        let bytes = self.snapshot()?;
-        let pause = started.elapsed();
-        coord.send(CoordMsg::Snapshot { epoch, bytes, pause, flushed }).await.map_err(|_| JobError::Stopped)?;
-        Ok(())
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>, JobError> {
-        let mut snap = ShardSnap { entries: Vec::with_capacity(self.entries), sessions: Vec::new() };
-        for (b, slot) in &self.windows {
-            for (key, e) in slot {
-                snap.entries.push(EntrySnap {
-                    window: b.window(),
-                    key: key.to_vec(),
-                    states: e.states.clone(),
-                    // A dirty row was flushed just before; what matters is whether the changelog has a row.
-                    emitted: e.emitted,
-                });
-            }
-        }
-        for (k, set) in &self.sessions {
-            snap.sessions.push((k.to_vec(), set.clone()));
-        }
-        postcard::to_stdvec(&snap).map_err(|e| JobError::Corrupt(format!("state encoding: {e}")))
+        self.snap = Some(SnapInProgress {
+            epoch,
+            buf: Vec::with_capacity(self.entries * 48),
+            cursor: None,
+            flushed: Some(flushed),
+            longest_step: Duration::ZERO,
+        });
+        self.snapshot_step(coord).await
     }
 }
 
@@ -1415,6 +1539,7 @@ async fn run_writer(
     log: Arc<dyn LogStore>,
     topic: String,
     job: String,
+    stats: Arc<JobStats>,
     mut rx: mpsc::Receiver<WriterMsg>,
 ) -> Result<(), JobError> {
     let partitions = log.topic(&topic).await?.partitions;
@@ -1432,7 +1557,9 @@ async fn run_writer(
                     by_part.entry(p).or_default().push(r);
                 }
                 for (p, batch) in by_part {
+                    let n = batch.len() as u64;
                     append_with_retry(&*log, &topic, p, batch).await?;
+                    stats.results_written.fetch_add(n, Ordering::Relaxed);
                 }
             }
             WriterMsg::Flush(done) => {
@@ -1648,4 +1775,96 @@ async fn stateless_task(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_log::{EmbeddedLog, LogOptions, StdStorage};
+
+    async fn shard_for(sql: &str, dir: &std::path::Path, chunk: usize) -> (Shard, Arc<WindowedPlan>) {
+        let (log, _) = EmbeddedLog::open(dir.join("log"), Arc::new(StdStorage), LogOptions::default()).unwrap();
+        let log: Arc<dyn LogStore> = Arc::new(log);
+        let registry = Arc::new(sluice_schema::Registry::open(log.clone()).await.unwrap());
+        let plan = Arc::new(sluice_stream::parse_job(sql).unwrap());
+        let PlanBody::Windowed(w) = &plan.body else { panic!("windowed") };
+        let w = Arc::new(w.clone());
+        let cfg = Arc::new(RunnerConfig {
+            name: "t".into(),
+            plan: plan.clone(),
+            sql: sql.into(),
+            log,
+            decoder: Arc::new(ValueDecoder::new(registry)),
+            hot: Arc::new(HotResults::new(60_000)),
+            checkpoints: Arc::new(CheckpointStore::open(dir.join("ckpt"), 2).unwrap()),
+            checkpoint_interval: Duration::from_secs(3600),
+            snapshot_chunk: chunk,
+            parallelism: 1,
+            stats: Arc::new(JobStats::new()),
+            start: StartPosition::Earliest,
+        });
+        (Shard::new(0, cfg, w.clone(), 1, 1, &[None], Vec::new()).unwrap(), w)
+    }
+
+    fn delta(plan: &WindowedPlan, window: Window, keys: std::ops::Range<i64>) -> Delta {
+        let entries = keys
+            .map(|k| {
+                let mut states = new_states(plan);
+                update_states(plan, &mut states, &[Datum::Int(k)]);
+                (window, vec![Datum::Int(k)].into_boxed_slice(), states)
+            })
+            .collect();
+        Delta { task: 0, entries, progress: Arc::new(vec![(0, Some(window.start), false)]), ingest: Vec::new() }
+    }
+
+    fn counts(entries: &[EntrySnap]) -> BTreeMap<(i64, i64), i64> {
+        entries
+            .iter()
+            .map(|e| {
+                let Datum::Int(k) = e.key[0] else { panic!("int key") };
+                let Datum::Int(n) = e.states[0].finish() else { panic!("count") };
+                ((e.window.start, k), n)
+            })
+            .collect()
+    }
+
+    /// An incremental snapshot holds exactly the state at its barrier, however the state changes between its
+    /// steps: entries updated, created, merged away (sessions) and expired before their chunk.
+    #[tokio::test]
+    async fn incremental_snapshot_holds_the_barrier_time_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = "CREATE JOB t WITH (out_of_orderness = '0s') AS SELECT window_start, k, count(*) AS n FROM src \
+                   GROUP BY TUMBLE(event_time, INTERVAL '1' SECOND), k";
+        let (mut shard, plan) = shard_for(sql, dir.path(), 3).await;
+        let (w0, w1) = (Window::new(0, 1000), Window::new(1000, 2000));
+        shard.apply(delta(&plan, w0, 0..40));
+        shard.apply(delta(&plan, w1, 0..40));
+        let expected: BTreeMap<(i64, i64), i64> = (0..40).flat_map(|k| [((0, k), 1), ((1000, k), 1)]).collect();
+
+        let (coord_tx, mut coord_rx) = mpsc::channel(4);
+        let (_flush_tx, flush_rx) = oneshot::channel();
+        shard.snap = Some(SnapInProgress {
+            epoch: 1,
+            buf: Vec::new(),
+            cursor: None,
+            flushed: Some(flush_rx),
+            longest_step: Duration::ZERO,
+        });
+        shard.snapshot_step(&coord_tx).await.unwrap();
+        // Between steps: every entry changes, new keys and a new window arrive, and w0 expires.
+        shard.apply(delta(&plan, w0, 0..50));
+        shard.apply(delta(&plan, w1, 0..50));
+        shard.apply(delta(&plan, Window::new(5000, 6000), 0..5));
+        shard.snapshot_step(&coord_tx).await.unwrap();
+        shard.expire(1000);
+        while shard.snap.is_some() {
+            shard.snapshot_step(&coord_tx).await.unwrap();
+        }
+        let Some(CoordMsg::Snapshot { bytes, epoch: 1, .. }) = coord_rx.recv().await else { panic!("snapshot") };
+        let entries = decode_entries(&bytes).unwrap();
+        assert_eq!(entries.len(), 80, "each barrier-time entry exactly once");
+        assert_eq!(counts(&entries), expected);
+        // The live state moved on.
+        assert_eq!(shard.entries, 55);
+    }
 }

@@ -98,6 +98,9 @@ async fn manager(dir: &Path, log: &Arc<dyn LogStore>, parallelism: usize, checkp
     let mut opts = ManagerOptions::new(dir.join("jobs"));
     opts.parallelism = parallelism;
     opts.checkpoint_interval = Duration::from_millis(checkpoint_ms);
+    // Tiny snapshot steps: every checkpoint is written incrementally while processing goes on, so the
+    // copy-on-write path (entries changed or removed before their chunk) runs all the time.
+    opts.snapshot_chunk = 7;
     JobManager::open(opts, log.clone(), Arc::new(ValueDecoder::new(registry))).await.unwrap()
 }
 

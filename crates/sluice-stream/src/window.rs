@@ -260,6 +260,24 @@ impl SessionSet {
         Ok(SessionChange::Merged { from: touched, into })
     }
 
+    /// Puts back a session taken from a snapshot of per-session state (the sessions of a key are exactly its
+    /// state's windows). Refuses one that is empty or overlaps or touches a session already held.
+    pub fn restore(&mut self, w: Window) -> Result<(), StreamError> {
+        let corrupt = |reason: String| StreamError::CorruptSnapshot { what: "session set", reason };
+        if w.start >= w.end {
+            return Err(corrupt(format!("empty session [{}, {})", w.start, w.end)));
+        }
+        let before = self.sessions.range(..=w.start).next_back().map(|(s, e)| (*s, *e));
+        let after = self.sessions.range(w.start..).next().map(|(s, e)| (*s, *e));
+        for (s, e) in before.into_iter().chain(after) {
+            if s <= w.end && w.start <= e {
+                return Err(corrupt(format!("session [{}, {}) overlaps [{s}, {e})", w.start, w.end)));
+            }
+        }
+        self.sessions.insert(w.start, w.end);
+        Ok(())
+    }
+
     /// Removes and returns (ascending) every session with `end <= watermark`: complete, since no event before
     /// the watermark can arrive on time to extend it. A session is emitted when the watermark reaches its end.
     pub fn close_before(&mut self, watermark: i64) -> Vec<Window> {
@@ -312,6 +330,21 @@ impl TryFrom<SessionSetSnapshot> for SessionSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_rebuilds_sessions_and_refuses_overlaps() {
+        let mut s = SessionSet::new(10).unwrap();
+        s.restore(Window::new(0, 30)).unwrap();
+        s.restore(Window::new(50, 60)).unwrap();
+        assert!(s.restore(Window::new(30, 40)).is_err(), "touching");
+        assert!(s.restore(Window::new(55, 70)).is_err(), "overlapping");
+        assert!(s.restore(Window { start: 5, end: 5 }).is_err(), "empty");
+        // Restored sessions merge like inserted ones.
+        assert_eq!(
+            s.insert(25).unwrap(),
+            SessionChange::Extended { from: Window::new(0, 30), into: Window::new(0, 35) }
+        );
+    }
 
     #[test]
     fn validation_names_the_value() {

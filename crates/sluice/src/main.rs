@@ -112,6 +112,12 @@ enum BenchCommand {
     /// Read a job's hot results at a fixed rate and report latency.
     #[command(after_help = "Example:\n  sluice bench results --job errors_per_minute --rate 5000 --duration 30s")]
     Results(sluice_bench::ResultsArgs),
+    /// The example job's per-event work on decoded events, on one core (in-process, no server).
+    #[command(after_help = "Example:\n  sluice bench operator --events 2000000")]
+    Operator(sluice_bench::OperatorArgs),
+    /// Checkpoint a job holding a million keys of state (in-process, temporary data directory).
+    #[command(after_help = "Example:\n  sluice bench checkpoint --keys 1000000")]
+    Checkpoint(sluice_bench::CheckpointArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -148,6 +154,8 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Read(args)) => sluice_bench::read(args).await?,
         Command::Bench(BenchCommand::Pipeline(args)) => sluice_bench::pipeline::pipeline(args).await?,
         Command::Bench(BenchCommand::Results(args)) => sluice_bench::pipeline::results(args).await?,
+        Command::Bench(BenchCommand::Operator(args)) => sluice_bench::jobs::operator(args).await?,
+        Command::Bench(BenchCommand::Checkpoint(args)) => sluice_bench::jobs::checkpoint(args).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
