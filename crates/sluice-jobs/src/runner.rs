@@ -423,6 +423,7 @@ async fn run_windowed(
             }
         }
     }
+    reload_hot(&cfg, &plan).await?;
     let late = late_topic(&cfg.plan);
     let mut written = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
@@ -531,6 +532,52 @@ async fn run_windowed(
     while set.join_next().await.is_some() {}
     metrics::RUNNING.with_label_values(&[&cfg.name]).set(0);
     result
+}
+
+/// Refills the hot results from the changelog's recent rows after a (re)start: windows already final and gone
+/// from state are still "the last N minutes" a reader expects. Rows still in state are upserted again by the
+/// shards right after, with their current values.
+async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Result<(), JobError> {
+    let topic = &plan.output_topic;
+    let Ok(info) = cfg.log.topic(topic).await else { return Ok(()) };
+    // Changelog records carry their window's end as event time.
+    let since = now_ms().saturating_sub(cfg.plan.options.hot_retention_ms.max(0));
+    let key_names: Vec<&str> = plan.keys.iter().map(|(n, _)| n.as_str()).collect();
+    for p in 0..info.partitions {
+        let mut from = cfg.log.offset_for_time(topic, p, since).await?;
+        loop {
+            let r = cfg.log.read(topic, p, from, READ_MAX_RECORDS, READ_MAX_BYTES).await?;
+            if r.records.is_empty() {
+                break;
+            }
+            from = r.next_offset;
+            let mut rows = Vec::new();
+            for rec in &r.records {
+                let Some(k) = rec.key.as_deref().and_then(|k| serde_json::from_slice::<Value>(k).ok()) else {
+                    continue;
+                };
+                let (Some(start), Some(end)) = (
+                    k.get("window_start").map(Datum::from_json).and_then(|d| d.as_time_ms()),
+                    k.get("window_end").map(Datum::from_json).and_then(|d| d.as_time_ms()),
+                ) else {
+                    continue;
+                };
+                let key: Vec<Datum> =
+                    key_names.iter().map(|n| k.get(*n).map_or(Datum::Null, Datum::from_json)).collect();
+                let key = key_text(&key);
+                match serde_json::from_slice::<Value>(&rec.value) {
+                    Ok(Value::Object(map)) => {
+                        rows.push(ResultRow { window_start: start, window_end: end, key, row: Arc::new(map) })
+                    }
+                    _ => cfg.hot.remove(start, end, &key),
+                }
+            }
+            if !rows.is_empty() {
+                cfg.hot.upsert(rows);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cfg_fingerprint(cfg: &RunnerConfig) -> u64 {

@@ -277,9 +277,9 @@ fn exact_sum(xs: impl Iterator<Item = f64>) -> f64 {
 fn percentile_ok(got: f64, vals: &[i64], q: f64) -> bool {
     let mut v: Vec<f64> = vals.iter().map(|x| *x as f64).collect();
     v.sort_by(f64::total_cmp);
-    let r = q * (v.len() - 1) as f64;
-    let (lo, hi) = (v[r.floor() as usize], v[r.ceil() as usize]);
-    got >= lo * 0.98 - 1e-9 && got <= hi * 1.02 + 1e-9
+    // Nearest rank (percentile_disc): element ceil(q * n) - 1, within the sketch's 1% (2% with rounding room).
+    let x = v[((q * v.len() as f64).ceil() as usize).max(1) - 1];
+    got >= x * 0.98 - 1e-9 && got <= x * 1.02 + 1e-9
 }
 
 fn key_of(start: i64, end: i64, cols: &[(&str, Value)]) -> String {

@@ -95,8 +95,8 @@ pub struct NumSum {
 }
 
 /// `approx_percentile(x, q)`: a [`DDSketch`] with 1% relative accuracy, and `q` (the state finishes alone). The
-/// result approximates the lower quantile, the element at `floor(q * (n - 1))` of the sorted values (so the 0.99
-/// percentile of two values is the smaller one), within 1% of its magnitude.
+/// result approximates the nearest-rank quantile (SQL's `percentile_disc`), the element at `ceil(q * n) - 1` of
+/// the sorted values (so the 0.99 percentile of two values is the larger one), within 1% of its magnitude.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct PercentileState {
     q: f64,

@@ -167,9 +167,9 @@ fn distinct_key(d: &Datum) -> Option<DistinctKey> {
     })
 }
 
-/// The lower quantile DDSketch approximates: element `floor(q * (n - 1))` of the sorted values.
+/// The nearest-rank quantile DDSketch approximates: element `ceil(q * n) - 1` of the sorted values.
 fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
+    sorted[((q * sorted.len() as f64).ceil() as usize).max(1) - 1]
 }
 
 const QUANTILES: [f64; 7] = [0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0];

@@ -13,8 +13,8 @@ const VERSION: u8 = 1;
 ///   `gamma = (1 + alpha) / (1 - alpha)`, one store for positive values and one for the magnitudes of negative
 ///   values. Values with `|x| < f64::MIN_POSITIVE` (0, -0 and subnormals) are counted as 0.
 /// - **Guarantee**: [`DDSketch::quantile`]`(q)` returns `v` with `|v - x| <= alpha * |x|` (plus float rounding,
-///   ~1e-12 relative), where `x` is the exact lower quantile: the element at position `floor(q * (n - 1))` of
-///   the sorted input. This holds as long as no bucket was collapsed (below). Results are also clamped to the
+///   ~1e-12 relative), where `x` is the exact nearest-rank quantile (SQL's `percentile_disc`): the element at
+///   position `ceil(q * n) - 1` of the sorted input, so the 0.99 quantile of three values is the largest. This holds as long as no bucket was collapsed (below). Results are also clamped to the
 ///   exact min and max, which are tracked.
 /// - **Bounded memory**: each store keeps at most `max_buckets` consecutive buckets. Beyond, the lowest buckets
 ///   (the smallest magnitudes: the values nearest zero) are collapsed into the lowest kept one, so quantiles of
@@ -156,7 +156,7 @@ impl DDSketch {
         Ok(())
     }
 
-    /// The approximate lower `q`-quantile (see the type docs for the guarantee); `Ok(None)` when empty.
+    /// The approximate nearest-rank `q`-quantile (see the type docs for the guarantee); `Ok(None)` when empty.
     /// `q = 0` is the minimum and `q = 1` the maximum, both exact.
     pub fn quantile(&self, q: f64) -> Result<Option<f64>, StreamError> {
         if !(0.0..=1.0).contains(&q) {
@@ -171,7 +171,8 @@ impl DDSketch {
         if q == 1.0 {
             return Ok(Some(self.max));
         }
-        let rank = q * (self.count - 1) as f64;
+        // Index of the nearest-rank element: the first whose cumulative count reaches ceil(q * n).
+        let rank = ((q * self.count as f64).ceil() - 1.0).max(0.0);
         let mut seen = 0u64;
         // Ascending order: most negative first, then zeros, then positives.
         for (key, n) in self.negative.iter().rev() {
