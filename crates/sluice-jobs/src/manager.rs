@@ -310,7 +310,29 @@ impl JobManager {
         }
         let plan = compile(&def)?;
         // The source must exist now: a typo should fail the create, not the runner.
-        self.log.topic(&plan.source).await?;
+        let source = self.log.topic(&plan.source).await?;
+        // Outputs written partition by partition need one partition per source partition.
+        // (A windowed job's changelog is partitioned by key: any partition count does.)
+        let per_partition = match &plan.body {
+            PlanBody::Windowed(_) => runner::late_topic(&plan),
+            PlanBody::Stateless(s) => s.output_topic.clone(),
+        };
+        for t in [output_topic(&plan), runner::late_topic(&plan)] {
+            if t == plan.source {
+                return Err(JobError::Invalid(format!("job {name} cannot write into its own source topic {t}")));
+            }
+        }
+        {
+            let t = per_partition;
+            if let Ok(info) = self.log.topic(&t).await
+                && info.partitions < source.partitions
+            {
+                return Err(JobError::Invalid(format!(
+                    "output topic {t} has {} partitions; the job needs at least {} (one per partition of {})",
+                    info.partitions, source.partitions, plan.source
+                )));
+            }
+        }
         let dir = self.opts.root.join(&name);
         if dir.exists() {
             // Left over from a drop that crashed half-way: start clean.

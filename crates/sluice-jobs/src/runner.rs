@@ -221,7 +221,10 @@ pub(crate) async fn run(cfg: RunnerConfig, stop: watch::Receiver<bool>) -> Resul
     match &cfg.plan.body {
         PlanBody::Windowed(w) => {
             let w = w.clone();
-            ensure_topic(&*cfg.log, &w.output_topic, partitions).await?;
+            // The changelog is partitioned by key (any count will do); late events go partition to partition.
+            if let Err(LogError::TopicNotFound(_)) = cfg.log.topic(&w.output_topic).await {
+                ensure_topic(&*cfg.log, &w.output_topic, partitions).await?;
+            }
             ensure_topic(&*cfg.log, &late_topic(&cfg.plan), partitions).await?;
             run_windowed(cfg, w, partitions, stop).await
         }
