@@ -152,7 +152,7 @@ pub async fn checkpoint(args: CheckpointArgs) -> Result<()> {
     .await?;
     let started = Instant::now();
     loop {
-        let s = mgr.describe("keyed")?;
+        let s = mgr.describe("keyed").await?;
         if s.records_in as usize >= args.keys && s.lag == 0 {
             println!(
                 "processed {} events into {} keys of state in {:.1}s",
@@ -171,18 +171,18 @@ pub async fn checkpoint(args: CheckpointArgs) -> Result<()> {
     let mut written = u64::MAX;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = mgr.describe("keyed")?.results_written;
+        let now = mgr.describe("keyed").await?.results_written;
         if now == written {
             break;
         }
         written = now;
     }
     println!("changelog settled at {written} records after {:.1}s", started.elapsed().as_secs_f64());
-    let mut seen = mgr.describe("keyed")?.last_checkpoint.map(|c| c.epoch);
+    let mut seen = mgr.describe("keyed").await?.last_checkpoint.map(|c| c.epoch);
     let mut measured = 0;
     while measured < args.checkpoints {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let s = mgr.describe("keyed")?;
+        let s = mgr.describe("keyed").await?;
         let Some(c) = s.last_checkpoint else { continue };
         if Some(c.epoch) == seen {
             continue;

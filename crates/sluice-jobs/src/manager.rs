@@ -190,6 +190,7 @@ impl JobManager {
                 mgr.start_runner(&handle);
             }
         }
+        mgr.spawn_lag_refresher();
         Ok(mgr)
     }
 
@@ -277,7 +278,7 @@ impl JobManager {
     /// Creates a job declared in the config file unless one of that name exists.
     pub async fn ensure(&self, sql: &str) -> Result<JobStatus, JobError> {
         let plan = parse_job(sql)?;
-        if let Ok(s) = self.describe(&plan.name) {
+        if let Ok(s) = self.describe(&plan.name).await {
             if s.sql.trim() != sql.trim() {
                 tracing::warn!(job = %plan.name, "the config file's definition differs from the stored job; keeping the stored one (drop it to apply)");
             }
@@ -343,17 +344,57 @@ impl JobManager {
         let handle = self.handle_for(def)?;
         self.jobs.lock().insert(name.clone(), handle.clone());
         self.start_runner(&handle);
-        self.describe(&name)
+        self.describe(&name).await
     }
 
-    pub fn list(&self) -> Vec<JobStatus> {
+    pub async fn list(&self) -> Vec<JobStatus> {
         let jobs: Vec<Arc<JobHandle>> = self.jobs.lock().values().cloned().collect();
-        jobs.iter().map(|j| status(j)).collect()
+        let mut out = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            self.refresh_lag(&j).await;
+            out.push(status(&j));
+        }
+        out
     }
 
-    pub fn describe(&self, name: &str) -> Result<JobStatus, JobError> {
+    pub async fn describe(&self, name: &str) -> Result<JobStatus, JobError> {
         let j = self.get(name)?;
+        self.refresh_lag(&j).await;
         Ok(status(&j))
+    }
+
+    /// Reads the source's end offsets, so lag is right while a job is paused, failed or waiting for data.
+    async fn refresh_lag(&self, j: &JobHandle) {
+        let Ok(desc) = self.log.describe_topic(&j.plan.source).await else { return };
+        let lag = {
+            let mut parts = j.stats.partitions.lock();
+            if parts.is_empty() {
+                // Not started yet (or replay reset): report the whole backlog from the log start as unknown.
+                return;
+            }
+            for p in parts.iter_mut() {
+                if let Some(d) = desc.partition_details.get(p.partition as usize) {
+                    p.high_watermark = p.high_watermark.max(d.high_watermark);
+                }
+            }
+            parts.iter().map(|p| p.high_watermark.saturating_sub(p.offset)).sum::<u64>()
+        };
+        metrics::LAG.with_label_values(&[&j.plan.name]).set(lag as i64);
+    }
+
+    /// Keeps the lag gauges current for scrapes, whatever the jobs are doing.
+    fn spawn_lag_refresher(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(mgr) = weak.upgrade() else { return };
+                let jobs: Vec<Arc<JobHandle>> = mgr.jobs.lock().values().cloned().collect();
+                for j in jobs {
+                    mgr.refresh_lag(&j).await;
+                }
+            }
+        });
     }
 
     fn get(&self, name: &str) -> Result<Arc<JobHandle>, JobError> {
@@ -562,7 +603,6 @@ fn status(j: &JobHandle) -> JobStatus {
     };
     let partitions = j.stats.partitions.lock().clone();
     let lag: u64 = partitions.iter().map(|p| p.high_watermark.saturating_sub(p.offset)).sum();
-    metrics::LAG.with_label_values(&[&def.name]).set(lag as i64);
     JobStatus {
         name: def.name.clone(),
         sql: def.sql.clone(),

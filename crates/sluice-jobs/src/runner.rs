@@ -543,8 +543,21 @@ async fn run_windowed(
 async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Result<(), JobError> {
     let topic = &plan.output_topic;
     let Ok(info) = cfg.log.topic(topic).await else { return Ok(()) };
-    // Changelog records carry their window's end as event time.
-    let since = now_ms().saturating_sub(cfg.plan.options.hot_retention_ms.max(0));
+    // Changelog records carry their window's end as event time; the hot results keep the last N minutes of
+    // event time before the newest window, so start N minutes before the newest record.
+    let mut newest: Option<i64> = None;
+    for p in 0..info.partitions {
+        let d = cfg.log.describe_topic(topic).await?;
+        let Some(pd) = d.partition_details.get(p as usize) else { continue };
+        if pd.high_watermark > pd.log_start_offset {
+            let r = cfg.log.read(topic, p, pd.high_watermark - 1, 1, READ_MAX_BYTES).await?;
+            if let Some(rec) = r.records.last() {
+                newest = Some(newest.map_or(rec.timestamp, |n| n.max(rec.timestamp)));
+            }
+        }
+    }
+    let Some(newest) = newest else { return Ok(()) };
+    let since = newest.saturating_sub(cfg.plan.options.hot_retention_ms.max(0));
     let key_names: Vec<&str> = plan.keys.iter().map(|(n, _)| n.as_str()).collect();
     for p in 0..info.partitions {
         let mut from = cfg.log.offset_for_time(topic, p, since).await?;
@@ -1098,6 +1111,8 @@ struct Shard {
     /// `(max_ts, idle)` per source partition.
     partitions: Vec<(Option<i64>, bool)>,
     watermark: Option<i64>,
+    /// Windows ending at or before this have been marked for their final record.
+    fired_up_to: Option<i64>,
     /// Changed since the hot results last saw them.
     hot_dirty: HashSet<(ByEnd, Key)>,
     /// Merged-away sessions to delete from the changelog (`true`: it has a row).
@@ -1134,6 +1149,7 @@ impl Shard {
             entries: 0,
             partitions: (0..partitions as usize).map(|p| (max_ts.get(p).copied().flatten(), false)).collect(),
             watermark: None,
+            fired_up_to: None,
             hot_dirty: HashSet::new(),
             hot_removed: Vec::new(),
             removed: Vec::new(),
@@ -1388,6 +1404,20 @@ impl Shard {
         }
     }
 
+    /// Windows the watermark passed since the last call get their `final` changelog record, changed or not.
+    fn mark_fired(&mut self) {
+        let Some(wm) = self.watermark else { return };
+        if self.fired_up_to.is_some_and(|f| f >= wm) {
+            return;
+        }
+        let lo = self.fired_up_to.map_or(i64::MIN, |f| f.saturating_add(1));
+        let range = ByEnd { end: lo, start: i64::MIN }..=ByEnd { end: wm, start: i64::MAX };
+        for (_, slot) in self.windows.range_mut(range) {
+            slot.values_mut().for_each(|e| e.dirty = true);
+        }
+        self.fired_up_to = Some(wm);
+    }
+
     /// Upserts every changed row into the hot results and records the end-to-end latency.
     fn emit_hot(&mut self) {
         for (w, key) in self.hot_removed.drain(..) {
@@ -1425,6 +1455,7 @@ impl Shard {
 
     async fn after_batch(&mut self, writer: &mpsc::Sender<WriterMsg>, force: bool) -> Result<(), JobError> {
         self.advance_watermark();
+        self.mark_fired();
         self.emit_hot();
         let timeout = Duration::from_millis(self.cfg.plan.options.buffer_timeout_ms.max(1) as u64);
         let lateness = self.cfg.plan.options.allowed_lateness_ms.max(0);

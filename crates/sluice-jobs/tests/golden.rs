@@ -320,7 +320,7 @@ async fn run_once(
         // Crash once something was checkpointed and results were written after it.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let s = mgr.describe(job).unwrap();
+            let s = mgr.describe(job).await.unwrap();
             if s.last_checkpoint.is_some() && s.records_in > 1_000 {
                 break;
             }

@@ -72,7 +72,7 @@ async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
 }
 
 async fn list(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
-    Ok(Json(json!({ "jobs": jobs(&state)?.list() })).into_response())
+    Ok(Json(json!({ "jobs": jobs(&state)?.list().await })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -87,7 +87,7 @@ async fn describe(
     Query(q): Query<DescribeQuery>,
 ) -> ApiResult<Response> {
     let mgr = jobs(&state)?;
-    let status = mgr.describe(&job)?;
+    let status = mgr.describe(&job).await?;
     if q.reset_latency {
         mgr.reset_latency(&job)?;
     }

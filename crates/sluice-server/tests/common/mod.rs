@@ -60,10 +60,15 @@ impl TestServer {
     }
 
     /// Stops the server and starts a new one on the same data directory (and storage).
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`TestServer::restart`] with a config tweak for the new server (`data_dir` and `http.addr` are set first).
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
         self.server.take().unwrap().shutdown().await.unwrap();
         let storage = self.storage.take();
-        Self::start_in(self.dir, |_| {}, storage).await
+        Self::start_in(self.dir, tweak, storage).await
     }
 
     pub fn url(&self, path: &str) -> String {
