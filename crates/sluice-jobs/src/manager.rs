@@ -67,6 +67,9 @@ pub struct JobDefinition {
     /// Declared in the config file (re-created at start if missing).
     #[serde(default)]
     pub from_config: bool,
+    /// Changes when the job is created or replayed in place: output it wrote before is not "already written".
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Where a replay starts.
@@ -226,6 +229,7 @@ impl JobManager {
                     name: def.name.clone(),
                     plan: j.plan.clone(),
                     sql: def.sql.clone(),
+                    run_id: format!("{}.{}", def.name, def.generation),
                     log: log.clone(),
                     decoder: decoder.clone(),
                     hot: j.hot.clone(),
@@ -299,6 +303,7 @@ impl JobManager {
             start,
             shadow_of: None,
             from_config,
+            generation: now_ms() as u64,
         };
         self.install(def).await
     }
@@ -369,8 +374,25 @@ impl JobManager {
         let lag = {
             let mut parts = j.stats.partitions.lock();
             if parts.is_empty() {
-                // Not started yet (or replay reset): report the whole backlog from the log start as unknown.
-                return;
+                if j.runner.lock().is_some() {
+                    // Starting (or restarting after a replay): the runner fills these in a moment.
+                    return;
+                }
+                // Not running (paused since start-up, or failed before reading): from the last checkpoint, else
+                // from the start of the log.
+                let windowed = matches!(j.plan.body, PlanBody::Windowed(_));
+                let from = runner::checkpoint_offsets(&j.checkpoints, windowed);
+                *parts = desc
+                    .partition_details
+                    .iter()
+                    .map(|d| {
+                        let offset = from
+                            .as_ref()
+                            .and_then(|o| o.get(d.partition as usize).copied())
+                            .unwrap_or(d.log_start_offset);
+                        PartitionProgress { partition: d.partition, offset, high_watermark: offset, idle: false }
+                    })
+                    .collect();
             }
             for p in parts.iter_mut() {
                 if let Some(d) = desc.partition_details.get(p.partition as usize) {
@@ -489,6 +511,7 @@ impl JobManager {
                 start,
                 shadow_of: Some(name.to_string()),
                 from_config: false,
+                generation: now_ms() as u64,
             };
             return self.install(def).await;
         }
@@ -499,10 +522,12 @@ impl JobManager {
         j.stats.latency_us.lock().reset();
         j.stats.records_in.store(0, Ordering::Relaxed);
         j.stats.partitions.lock().clear();
+        j.stats.watermark.store(i64::MIN, Ordering::Relaxed);
         let def = {
             let mut d = j.def.lock();
             d.start = start;
             d.paused = false;
+            d.generation = now_ms() as u64;
             d.clone()
         };
         write_definition(&j.dir, &def)?;

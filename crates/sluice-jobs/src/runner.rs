@@ -56,7 +56,7 @@ const SHARD_QUEUE: usize = 8;
 const WRITER_QUEUE: usize = 8;
 /// Changelog records per append.
 const WRITER_BATCH: usize = 4_096;
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 type Key = Box<[Datum]>;
 /// `(partition, max event time, idle)` of each partition of a task, shared by the deltas to every shard.
@@ -143,6 +143,8 @@ pub(crate) struct RunnerConfig {
     pub plan: Arc<JobPlan>,
     /// The job's SQL text, fingerprinted into checkpoints.
     pub sql: String,
+    /// Names this definition's run (job name and generation) in the source headers of what it writes.
+    pub run_id: String,
     pub log: Arc<dyn LogStore>,
     pub decoder: Arc<ValueDecoder>,
     pub hot: Arc<HotResults>,
@@ -162,6 +164,8 @@ struct Snapshot {
     /// The job's SQL: a checkpoint of another definition is never restored into this one.
     sql_fingerprint: u64,
     partitions: Vec<PartitionSnap>,
+    /// The highest shard watermark at the barrier: restored as the floor below which state stays expired.
+    watermark: Option<i64>,
     shards: Vec<Vec<u8>>,
 }
 
@@ -201,10 +205,11 @@ fn decode_entries(mut bytes: &[u8]) -> Result<Vec<EntrySnap>, JobError> {
     Ok(out)
 }
 
+/// A hash that stays the same across builds and toolchains (checkpoints outlive binaries).
 pub(crate) fn fingerprint(sql: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    sql.hash(&mut h);
-    h.finish()
+    let a = crc32c::crc32c(sql.as_bytes());
+    let b = crc32c::crc32c_append(0x9E37_79B9, sql.as_bytes());
+    (u64::from(a) << 32) | u64::from(b)
 }
 
 fn key_shard(window_key: &[Datum], shards: usize) -> usize {
@@ -278,24 +283,44 @@ async fn start_offsets(
 
 /// The source offset of the last record a job wrote to `topic`'s partition `p` (from its header), so output
 /// already written is not written again after a crash.
-async fn last_written_source_offset(log: &dyn LogStore, topic: &str, p: u32) -> Result<Option<u64>, JobError> {
+async fn last_written_source_offset(
+    log: &dyn LogStore,
+    topic: &str,
+    p: u32,
+    run: &str,
+) -> Result<Option<u64>, JobError> {
     let desc = log.describe_topic(topic).await?;
     let Some(d) = desc.partition_details.get(p as usize) else { return Ok(None) };
     if d.high_watermark == 0 || d.high_watermark <= d.log_start_offset {
         return Ok(None);
     }
     let r = log.read(topic, p, d.high_watermark - 1, 1, READ_MAX_BYTES).await?;
-    Ok(r.records.last().and_then(source_offset_of))
+    Ok(r.records.last().and_then(|r| source_offset_of(r, run, p)))
 }
 
-fn source_offset_of(r: &StoredRecord) -> Option<u64> {
-    let (_, v) = r.headers.iter().find(|(k, _)| k == SOURCE_OFFSET_HEADER)?;
+/// The source offset in a record this run of this job wrote (`{run}/{partition}/{offset}`); `None` for records of
+/// anyone else (another job sharing the topic, an earlier definition, or before an in-place replay).
+fn source_offset_of(r: &StoredRecord, run: &str, partition: u32) -> Option<u64> {
+    let (_, v) = r.headers.iter().rfind(|(k, _)| k == SOURCE_OFFSET_HEADER)?;
     let text = std::str::from_utf8(v).ok()?;
-    text.rsplit('/').next()?.parse().ok()
+    let (rest, offset) = text.rsplit_once('/')?;
+    let (who, p) = rest.rsplit_once('/')?;
+    if who != run || p.parse::<u32>().ok()? != partition {
+        return None;
+    }
+    offset.parse().ok()
 }
 
-fn source_header(partition: u32, offset: u64) -> (String, Bytes) {
-    (SOURCE_OFFSET_HEADER.to_string(), Bytes::from(format!("{partition}/{offset}")))
+/// Replaces any source header the record already carries (it may come from another job's output).
+fn with_source_header(
+    mut headers: Vec<(String, Bytes)>,
+    run: &str,
+    partition: u32,
+    offset: u64,
+) -> Vec<(String, Bytes)> {
+    headers.retain(|(k, _)| k != SOURCE_OFFSET_HEADER);
+    headers.push((SOURCE_OFFSET_HEADER.to_string(), Bytes::from(format!("{run}/{partition}/{offset}"))));
+    headers
 }
 
 /// Decodes a stored value to JSON (Avro through the topic's latest schema).
@@ -356,9 +381,20 @@ struct Delta {
 }
 
 enum CoordMsg {
-    TaskBarrier { epoch: u64, barrier: TaskBarrier },
-    Aligned { epoch: u64 },
-    Snapshot { epoch: u64, bytes: Vec<u8>, pause: Duration, flushed: oneshot::Receiver<Result<(), JobError>> },
+    TaskBarrier {
+        epoch: u64,
+        barrier: TaskBarrier,
+    },
+    Aligned {
+        epoch: u64,
+    },
+    Snapshot {
+        epoch: u64,
+        bytes: Vec<u8>,
+        watermark: Option<i64>,
+        pause: Duration,
+        flushed: oneshot::Receiver<Result<(), JobError>>,
+    },
 }
 
 enum WriterMsg {
@@ -408,8 +444,9 @@ async fn run_windowed(
     let shards = parallelism;
 
     // Partition starting points and event-time progress.
-    // The watermark is not restored: it is recomputed from the partitions' event-time progress at the barrier,
-    // which can only make it lower (later firing), never fire a window whose replayed events are still to come.
+    // The watermark restores as it was at the barrier: windows expired then stay expired (replayed events for
+    // them are dropped as late, exactly as in the first run); it cannot exceed what replayed events need.
+    let restored_wm = snap.as_ref().and_then(|s| s.watermark);
     let (starts, max_ts): (Vec<u64>, Vec<Option<i64>>) = match &snap {
         Some(s) => (s.partitions.iter().map(|p| p.offset).collect(), s.partitions.iter().map(|p| p.max_ts).collect()),
         None => {
@@ -430,7 +467,7 @@ async fn run_windowed(
     let late = late_topic(&cfg.plan);
     let mut written = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
-        written.push(last_written_source_offset(&*cfg.log, &late, p).await?);
+        written.push(last_written_source_offset(&*cfg.log, &late, p, &cfg.run_id).await?);
     }
 
     *cfg.stats.partitions.lock() = (0..partitions)
@@ -443,6 +480,7 @@ async fn run_windowed(
         .collect();
 
     cfg.stats.state_entries.store(0, Ordering::Relaxed);
+    cfg.stats.watermark.store(restored_wm.unwrap_or(i64::MIN), Ordering::Relaxed);
     let (coord_tx, mut coord_rx) = mpsc::channel::<CoordMsg>(4 * (parallelism + shards) + 4);
     let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(WRITER_QUEUE);
     let mut set: JoinSet<Result<(), JobError>> = JoinSet::new();
@@ -462,6 +500,7 @@ async fn run_windowed(
         let (tx, rx) = mpsc::channel::<ShardMsg>(SHARD_QUEUE * parallelism);
         shard_txs.push(tx);
         let mut shard = Shard::new(i, cfg.clone(), plan.clone(), parallelism, partitions, &max_ts, ss)?;
+        shard.watermark = restored_wm;
         let coord = coord_tx.clone();
         let writer = writer_tx.clone();
         set.spawn(async move { shard.run(rx, coord, writer).await });
@@ -509,25 +548,19 @@ async fn run_windowed(
         tokio::select! {
             _ = ticker.tick() => {
                 epoch += 1;
-                if let Err(e) = checkpoint(&cfg, epoch, parallelism, shards, &task_ctls, &mut coord_rx, partitions).await {
+                if let Err(e) = checkpoint(&cfg, epoch, parallelism, shards, &task_ctls, &mut coord_rx, &mut set, partitions).await {
                     break Err(e);
                 }
             }
             _ = stop.changed() => {
                 if *stop.borrow() {
                     epoch += 1;
-                    let r = checkpoint(&cfg, epoch, parallelism, shards, &task_ctls, &mut coord_rx, partitions).await;
+                    let r = checkpoint(&cfg, epoch, parallelism, shards, &task_ctls, &mut coord_rx, &mut set, partitions).await;
                     break r;
                 }
             }
-            Some(done) = set.join_next() => {
-                // A stage ended before stop: that is a failure (or a panic).
-                break match done {
-                    Ok(Ok(())) => Err(JobError::Stopped),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(JobError::Invalid(format!("job task panicked: {e}"))),
-                };
-            }
+            // A stage ended before stop: that is a failure (or a panic).
+            Some(done) = set.join_next() => break Err(stage_ended(done)),
         }
     };
     drop(task_ctls);
@@ -596,11 +629,31 @@ async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Result<(), JobEr
     Ok(())
 }
 
+/// Source offsets of the job's last checkpoint (for the lag of a job that is not running).
+pub(crate) fn checkpoint_offsets(store: &CheckpointStore, windowed: bool) -> Option<Vec<u64>> {
+    let (_, bytes) = store.latest().ok()??;
+    if windowed {
+        let snap: Snapshot = postcard::from_bytes(&bytes).ok()?;
+        Some(snap.partitions.iter().map(|p| p.offset).collect())
+    } else {
+        postcard::from_bytes(&bytes).ok()
+    }
+}
+
+fn stage_ended(done: Result<Result<(), JobError>, tokio::task::JoinError>) -> JobError {
+    match done {
+        Ok(Ok(())) => JobError::Stopped,
+        Ok(Err(e)) => e,
+        Err(e) => JobError::Invalid(format!("job task panicked: {e}")),
+    }
+}
+
 fn cfg_fingerprint(cfg: &RunnerConfig) -> u64 {
     fingerprint(&cfg.sql)
 }
 
 /// One barrier-aligned checkpoint; see the module docs.
+#[allow(clippy::too_many_arguments)]
 async fn checkpoint(
     cfg: &RunnerConfig,
     epoch: u64,
@@ -608,6 +661,7 @@ async fn checkpoint(
     shards: usize,
     task_ctls: &[mpsc::Sender<TaskCtl>],
     coord_rx: &mut mpsc::Receiver<CoordMsg>,
+    stages: &mut JoinSet<Result<(), JobError>>,
     partitions: u32,
 ) -> Result<(), JobError> {
     let started = Instant::now();
@@ -623,8 +677,13 @@ async fn checkpoint(
     let mut flushes = Vec::with_capacity(shards);
     let mut max_pause = Duration::ZERO;
     let mut align = Duration::ZERO;
+    let mut watermark: Option<i64> = None;
     while barriers < tasks || aligned < shards || snaps.len() < shards {
-        let msg = coord_rx.recv().await.ok_or(JobError::Stopped)?;
+        // A stage that ends now would never send its part: fail the checkpoint (and the run) instead of waiting.
+        let msg = tokio::select! {
+            m = coord_rx.recv() => m.ok_or(JobError::Stopped)?,
+            Some(done) = stages.join_next() => return Err(stage_ended(done)),
+        };
         match msg {
             CoordMsg::TaskBarrier { epoch: e, barrier } if e == epoch => {
                 barriers += 1;
@@ -641,7 +700,8 @@ async fn checkpoint(
                     }
                 }
             }
-            CoordMsg::Snapshot { epoch: e, bytes, pause, flushed } if e == epoch => {
+            CoordMsg::Snapshot { epoch: e, bytes, watermark: w, pause, flushed } if e == epoch => {
+                watermark = watermark.max(w);
                 max_pause = max_pause.max(pause);
                 snaps.push(bytes);
                 flushes.push(flushed);
@@ -650,10 +710,18 @@ async fn checkpoint(
         }
     }
     for f in flushes {
-        f.await.map_err(|_| JobError::Stopped)??;
+        tokio::select! {
+            r = f => r.map_err(|_| JobError::Stopped)??,
+            Some(done) = stages.join_next() => return Err(stage_ended(done)),
+        }
     }
-    let snap =
-        Snapshot { version: SNAPSHOT_VERSION, sql_fingerprint: cfg_fingerprint(cfg), partitions: parts, shards: snaps };
+    let snap = Snapshot {
+        version: SNAPSHOT_VERSION,
+        sql_fingerprint: cfg_fingerprint(cfg),
+        partitions: parts,
+        watermark,
+        shards: snaps,
+    };
     let bytes = postcard::to_stdvec(&snap).map_err(|e| JobError::Corrupt(format!("checkpoint encoding: {e}")))?;
     let len = bytes.len() as u64;
     let store = cfg.checkpoints.clone();
@@ -762,8 +830,11 @@ impl WindowOperator {
     pub fn process(&mut self, value: &Value, meta: &RecordMeta, max_ts: &mut Option<i64>, now: i64) -> Outcome {
         let opts = &self.plan.options;
         self.plan.extract(value, meta, &mut self.row);
-        // Event time advances before the filter: progress of the source, whatever the job keeps.
-        let ts = self.window.time.eval(&self.row).as_time_ms().unwrap_or(now);
+        // No usable event time: the record's timestamp, which is the ingest time when the producer gave none
+        // (never the wall clock here: a replay must put the event in the same window). Event time advances before
+        // the filter: it is the progress of the source, whatever the job keeps.
+        let _ = now;
+        let ts = self.window.time.eval(&self.row).as_time_ms().unwrap_or(meta.timestamp);
         let m = max_ts.map_or(ts, |m| m.max(ts));
         *max_ts = Some(m);
         if let Some(f) = &self.plan.filter
@@ -991,8 +1062,7 @@ impl SourceTask {
                 Outcome::Dropped => metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc(),
                 Outcome::Filtered => filtered += 1,
                 Outcome::Late if self.parts[i].written_up_to.is_none_or(|w| rec.offset > w) => {
-                    let mut headers = rec.headers.clone();
-                    headers.push(source_header(partition, rec.offset));
+                    let headers = with_source_header(rec.headers.clone(), &self.cfg.run_id, partition, rec.offset);
                     late.push(Record {
                         timestamp: rec.timestamp,
                         key: rec.key.clone(),
@@ -1006,7 +1076,7 @@ impl SourceTask {
         }
         if !late.is_empty() {
             let count = late.len() as u64;
-            self.cfg.log.append(&self.late_topic, partition, late).await?;
+            append_with_retry(&*self.cfg.log, &self.late_topic, partition, late).await?;
             metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc_by(count);
         }
         let job = &self.cfg.name;
@@ -1057,6 +1127,8 @@ struct Entry {
 struct SnapInProgress {
     epoch: u64,
     buf: Vec<u8>,
+    /// The shard's watermark at the barrier.
+    watermark: Option<i64>,
     /// Windows before this one are completely written.
     cursor: Option<ByEnd>,
     flushed: Option<oneshot::Receiver<Result<(), JobError>>>,
@@ -1115,6 +1187,8 @@ struct Shard {
     fired_up_to: Option<i64>,
     /// Changed since the hot results last saw them.
     hot_dirty: HashSet<(ByEnd, Key)>,
+    /// Changed (or fired) since the changelog last saw them.
+    cl_dirty: HashSet<(ByEnd, Key)>,
     /// Merged-away sessions to delete from the changelog (`true`: it has a row).
     removed: Vec<(Window, Key, bool)>,
     /// ... and from the hot results.
@@ -1151,6 +1225,7 @@ impl Shard {
             watermark: None,
             fired_up_to: None,
             hot_dirty: HashSet::new(),
+            cl_dirty: HashSet::new(),
             hot_removed: Vec::new(),
             removed: Vec::new(),
             pending_ingest: Vec::new(),
@@ -1267,7 +1342,13 @@ impl Shard {
             let s = snap.take().expect("in progress");
             let flushed = s.flushed.expect("set at the barrier");
             coord
-                .send(CoordMsg::Snapshot { epoch: s.epoch, bytes: s.buf, pause: s.longest_step, flushed })
+                .send(CoordMsg::Snapshot {
+                    epoch: s.epoch,
+                    bytes: s.buf,
+                    watermark: s.watermark,
+                    pause: s.longest_step,
+                    flushed,
+                })
                 .await
                 .map_err(|_| JobError::Stopped)?;
         }
@@ -1317,10 +1398,12 @@ impl Shard {
                 self.entries += 1;
             }
         }
-        self.hot_dirty.insert((ByEnd::of(w), key));
+        self.hot_dirty.insert((ByEnd::of(w), key.clone()));
+        self.cl_dirty.insert((ByEnd::of(w), key));
     }
 
-    fn take_entry(&mut self, w: Window, key: &Key) -> Option<Entry> {
+    /// Removes a session merged into another. `by` is the event that caused it.
+    fn take_entry(&mut self, w: Window, key: &Key, by: i64) -> Option<Entry> {
         let b = ByEnd::of(w);
         let slot = self.windows.get_mut(&b)?;
         let mut e = slot.remove(key)?;
@@ -1330,9 +1413,12 @@ impl Shard {
         }
         self.entries -= 1;
         self.hot_dirty.remove(&(b, key.clone()));
-        // A session that may have been final at some point (here or before a restart) gets a deletion.
+        // A session that may have been final at some point, here or in a run before a restart, gets a deletion:
+        // only possible when late events are allowed, or when the event exactly touches the session's end (an
+        // accepted event is never earlier than the watermark, which is at most the end of an unfired session).
         let lateness = self.cfg.plan.options.allowed_lateness_ms.max(0);
-        let maybe_final = self.watermark.is_some_and(|wm| w.end <= wm.saturating_add(lateness));
+        let maybe_final =
+            lateness > 0 || by >= w.end || self.watermark.is_some_and(|wm| w.end <= wm.saturating_add(lateness));
         self.removed.push((w, key.clone(), e.emitted || maybe_final));
         self.hot_removed.push((w, key.clone()));
         Some(e)
@@ -1356,14 +1442,17 @@ impl Shard {
         match change {
             SessionChange::Unchanged(w) | SessionChange::Created(w) => self.merge_into(w, key, &states),
             SessionChange::Extended { from, into } => {
-                let mut acc = self.take_entry(from, &key).map(|e| e.states).unwrap_or_else(|| new_states(&self.plan));
+                let mut acc = self
+                    .take_entry(from, &key, proto.start)
+                    .map(|e| e.states)
+                    .unwrap_or_else(|| new_states(&self.plan));
                 merge_states(&mut acc, &states);
                 self.merge_into(into, key, &acc);
             }
             SessionChange::Merged { from, into } => {
                 let mut acc = new_states(&self.plan);
                 for w in from {
-                    if let Some(e) = self.take_entry(w, &key) {
+                    if let Some(e) = self.take_entry(w, &key, proto.start) {
                         merge_states(&mut acc, &e.states);
                     }
                 }
@@ -1412,8 +1501,11 @@ impl Shard {
         }
         let lo = self.fired_up_to.map_or(i64::MIN, |f| f.saturating_add(1));
         let range = ByEnd { end: lo, start: i64::MIN }..=ByEnd { end: wm, start: i64::MAX };
-        for (_, slot) in self.windows.range_mut(range) {
-            slot.values_mut().for_each(|e| e.dirty = true);
+        for (b, slot) in self.windows.range_mut(range) {
+            for (key, e) in slot.iter_mut() {
+                e.dirty = true;
+                self.cl_dirty.insert((*b, key.clone()));
+            }
         }
         self.fired_up_to = Some(wm);
     }
@@ -1486,42 +1578,41 @@ impl Shard {
                 out.push(changelog_record(&self.plan, w, &key, None, "deleted"));
             }
         }
-        let Shard { windows, snap, plan, .. } = self;
-        for (b, slot) in windows.iter_mut() {
+        // Only what changed since the last flush: the cost follows the changes, not the size of the state.
+        let changed: Vec<(ByEnd, Key)> = self.cl_dirty.drain().collect();
+        let mut open_sessions = Vec::new();
+        for (b, key) in changed {
             let fired = wm.is_some_and(|w| b.end <= w);
-            for (key, e) in slot.iter_mut() {
-                if !e.dirty {
-                    continue;
+            // Open sessions can still merge away: only final sessions go to the changelog.
+            if session && !fired {
+                open_sessions.push((b, key));
+                continue;
+            }
+            let Shard { windows, snap, plan, .. } = &mut *self;
+            let Some(e) = windows.get_mut(&b).and_then(|m| m.get_mut(&key)) else { continue };
+            if !e.dirty {
+                continue;
+            }
+            capture(snap, b, &key, e);
+            e.dirty = false;
+            match plan.result_row(b.window(), &key, &e.states) {
+                Some(map) => {
+                    let kind = if fired { "final" } else { "partial" };
+                    out.push(changelog_record(plan, b.window(), &key, Some(&map), kind));
+                    e.emitted = true;
                 }
-                // Open sessions can still merge away: only final sessions go to the changelog.
-                if session && !fired {
-                    continue;
+                // A final rejection is always written: a row from before a restart may be in the changelog.
+                None if e.emitted || fired => {
+                    out.push(changelog_record(plan, b.window(), &key, None, "deleted"));
+                    e.emitted = false;
                 }
-                capture(snap, *b, key, e);
-                e.dirty = false;
-                match plan.result_row(b.window(), key, &e.states) {
-                    Some(map) => {
-                        out.push(changelog_record(
-                            plan,
-                            b.window(),
-                            key,
-                            Some(&map),
-                            if fired { "final" } else { "partial" },
-                        ));
-                        e.emitted = true;
-                    }
-                    // A final rejection is always written: a row from before a restart may be in the changelog.
-                    None if e.emitted || fired => {
-                        out.push(changelog_record(plan, b.window(), key, None, "deleted"));
-                        e.emitted = false;
-                    }
-                    None => {}
-                }
-                if out.len() >= WRITER_BATCH {
-                    writer.send(WriterMsg::Rows(std::mem::take(&mut out))).await.map_err(|_| JobError::Stopped)?;
-                }
+                None => {}
+            }
+            if out.len() >= WRITER_BATCH {
+                writer.send(WriterMsg::Rows(std::mem::take(&mut out))).await.map_err(|_| JobError::Stopped)?;
             }
         }
+        self.cl_dirty.extend(open_sessions);
         if !out.is_empty() {
             writer.send(WriterMsg::Rows(out)).await.map_err(|_| JobError::Stopped)?;
         }
@@ -1566,6 +1657,7 @@ impl Shard {
         writer.send(WriterMsg::Flush(tx)).await.map_err(|_| JobError::Stopped)?;
         self.snap = Some(SnapInProgress {
             epoch,
+            watermark: self.watermark,
             buf: Vec::with_capacity(self.entries * 48),
             cursor: None,
             flushed: Some(flushed),
@@ -1575,13 +1667,23 @@ impl Shard {
     }
 }
 
+/// The group key as the hot results name it: the value's text; several keys joined by `,`, with `\` and `,`
+/// inside a value escaped as `\\` and `\,` so different keys never share a name.
 fn key_text(key: &[Datum]) -> String {
+    if let [one] = key {
+        return one.to_key_text();
+    }
     let mut s = String::new();
     for (i, d) in key.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&d.to_key_text());
+        for c in d.to_key_text().chars() {
+            if c == ',' || c == '\\' {
+                s.push('\\');
+            }
+            s.push(c);
+        }
     }
     s
 }
@@ -1591,8 +1693,10 @@ fn changelog_key(plan: &WindowedPlan, w: Window, key: &[Datum]) -> Bytes {
     let mut m = serde_json::Map::new();
     m.insert("window_start".into(), Datum::Time(w.start).to_json());
     m.insert("window_end".into(), Datum::Time(w.end).to_json());
-    for ((name, _), d) in plan.keys.iter().zip(key) {
-        m.insert(name.clone(), d.to_json());
+    for (i, ((name, _), d)) in plan.keys.iter().zip(key).enumerate() {
+        // Two keys with one name (`a.id, b.id`) must both stay in the identity.
+        let name = if m.contains_key(name) { format!("{name}_{i}") } else { name.clone() };
+        m.insert(name, d.to_json());
     }
     Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
 }
@@ -1691,7 +1795,7 @@ async fn run_stateless(
         None => start_offsets(&*cfg.log, &cfg.plan.source, partitions, &cfg.start).await?,
     };
     for p in 0..partitions {
-        if let Some(o) = last_written_source_offset(&*cfg.log, &plan.output_topic, p).await? {
+        if let Some(o) = last_written_source_offset(&*cfg.log, &plan.output_topic, p, &cfg.run_id).await? {
             starts[p as usize] = starts[p as usize].max(o + 1);
         }
     }
@@ -1813,7 +1917,7 @@ async fn stateless_task(
                 out.push(Record {
                     timestamp: rec.timestamp,
                     key: rec.key.clone(),
-                    headers: vec![source_header(p, rec.offset)],
+                    headers: with_source_header(Vec::new(), &cfg.run_id, p, rec.offset),
                     value: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
                 });
             }
@@ -1874,6 +1978,7 @@ mod tests {
             name: "t".into(),
             plan: plan.clone(),
             sql: sql.into(),
+            run_id: "t.0".into(),
             log,
             decoder: Arc::new(ValueDecoder::new(registry)),
             hot: Arc::new(HotResults::new(60_000)),
@@ -1926,6 +2031,7 @@ mod tests {
         let (_flush_tx, flush_rx) = oneshot::channel();
         shard.snap = Some(SnapInProgress {
             epoch: 1,
+            watermark: None,
             buf: Vec::new(),
             cursor: None,
             flushed: Some(flush_rx),

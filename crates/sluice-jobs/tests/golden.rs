@@ -165,8 +165,12 @@ async fn late_offsets(log: &Arc<dyn LogStore>, topic: &str) -> Vec<String> {
     let mut out = Vec::new();
     for part in read_all(log, topic).await {
         for r in part {
+            // `{run}/{partition}/{offset}`: the run names the job's definition.
             let h = r.headers.iter().find(|(k, _)| k == "sluice.source_offset").unwrap();
-            out.push(String::from_utf8(h.1.to_vec()).unwrap());
+            let text = String::from_utf8(h.1.to_vec()).unwrap();
+            let mut parts = text.rsplitn(3, '/');
+            let (offset, partition) = (parts.next().unwrap(), parts.next().unwrap());
+            out.push(format!("{partition}/{offset}"));
         }
     }
     out

@@ -694,7 +694,13 @@ async fn stateless_job_writes_rows_to_its_topic() {
     for (p, recs) in got.iter().enumerate() {
         let have: Vec<(String, Value)> = recs
             .iter()
-            .map(|r| (r["headers"]["sluice.source_offset"].as_str().unwrap().to_string(), r["value"].clone()))
+            .map(|r| {
+                // `{run}/{partition}/{offset}`: the run names the job's definition and generation.
+                let h = r["headers"]["sluice.source_offset"].as_str().unwrap();
+                let (run, source) = h.split_once('/').unwrap();
+                assert!(run.starts_with("errs."), "header {h} names the job");
+                (source.to_string(), r["value"].clone())
+            })
             .collect();
         assert_eq!(have, want[p], "partition {p} of topic errors");
     }

@@ -20,6 +20,8 @@ pub enum StreamError {
     InvalidSlide { slide: i64 },
     #[error("window slide must be <= size, got slide {slide} and size {size}")]
     SlideLargerThanSize { slide: i64, size: i64 },
+    #[error("a hop of {size} ms every {slide} ms puts each event in more than {max} windows; use a longer slide")]
+    TooManyHopWindows { size: i64, slide: i64, max: i64 },
     #[error("session gap must be > 0, got {gap}")]
     InvalidGap { gap: i64 },
     #[error("timestamp {ts} has a window outside the representable range of i64 milliseconds")]

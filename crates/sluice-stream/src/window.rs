@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StreamError;
 
+/// Most windows one event may belong to under a hop (`size / slide`).
+pub const MAX_HOP_WINDOWS: i64 = 1_000;
+
 /// A half-open event-time interval `[start, end)` in milliseconds; `start < end` always.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Window {
@@ -83,6 +86,10 @@ impl WindowSpec {
             WindowSpec::Hop { size, .. } if size <= 0 => Err(StreamError::InvalidSize { size }),
             WindowSpec::Hop { slide, .. } if slide <= 0 => Err(StreamError::InvalidSlide { slide }),
             WindowSpec::Hop { size, slide } if slide > size => Err(StreamError::SlideLargerThanSize { slide, size }),
+            // Every event is aggregated into size/slide windows: bound the fan-out one definition can ask for.
+            WindowSpec::Hop { size, slide } if size / slide > MAX_HOP_WINDOWS => {
+                Err(StreamError::TooManyHopWindows { size, slide, max: MAX_HOP_WINDOWS })
+            }
             WindowSpec::Session { gap } if gap <= 0 => Err(StreamError::InvalidGap { gap }),
             _ => Ok(()),
         }
@@ -376,9 +383,11 @@ mod tests {
         // A power-of-two size divides i64::MIN, so the first window is representable.
         let w: Vec<_> = WindowSpec::tumble(1024).unwrap().assign(i64::MIN).unwrap().collect();
         assert_eq!(w, vec![Window::new(i64::MIN, i64::MIN + 1024)]);
-        let hop = WindowSpec::hop(i64::MAX, 1).unwrap();
-        assert!(hop.assign(0).is_ok_and(|it| it.len() as i64 == i64::MAX));
-        assert!(hop.assign(1).is_err());
+        // A fan-out beyond MAX_HOP_WINDOWS windows per event is refused up front.
+        assert!(matches!(WindowSpec::hop(i64::MAX, 1), Err(StreamError::TooManyHopWindows { .. })));
+        let hop = WindowSpec::hop(i64::MAX, i64::MAX / MAX_HOP_WINDOWS).unwrap();
+        assert!(hop.assign(0).is_ok_and(|it| it.len() as i64 >= MAX_HOP_WINDOWS));
+        assert!(hop.assign(i64::MAX).is_err());
         assert!(SessionSet::new(10).unwrap().insert(i64::MAX - 5).is_err());
         assert!(WindowSpec::session(10).unwrap().assign(i64::MAX - 5).is_err());
     }
