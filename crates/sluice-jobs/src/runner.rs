@@ -544,13 +544,21 @@ async fn run_windowed(
     let mut ticker = tokio::time::interval(cfg.checkpoint_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let mut checkpointed_at: Option<u64> = None;
     let result = loop {
         tokio::select! {
             _ = ticker.tick() => {
+                // Nothing read since the last checkpoint of this run: the state on disk is as good (an idle job
+                // with a large state would otherwise rewrite it every interval).
+                let read = cfg.stats.records_in.load(Ordering::Relaxed);
+                if checkpointed_at == Some(read) {
+                    continue;
+                }
                 epoch += 1;
                 if let Err(e) = checkpoint(&cfg, epoch, parallelism, shards, &task_ctls, &mut coord_rx, &mut set, partitions).await {
                     break Err(e);
                 }
+                checkpointed_at = Some(read);
             }
             _ = stop.changed() => {
                 if *stop.borrow() {
@@ -1554,7 +1562,10 @@ impl Shard {
         let expire_before = self.watermark.map(|w| w.saturating_sub(lateness));
         let must_expire =
             expire_before.is_some_and(|x| self.windows.first_key_value().is_some_and(|(b, _)| b.end <= x));
-        if force || must_expire || self.last_changelog.elapsed() >= timeout {
+        // A full batch of changed rows goes out at once: the state's unwritten changes stay bounded by count
+        // (and a slow writer stops this shard from taking more input), not only by the buffer timeout.
+        let full = self.cl_dirty.len() >= WRITER_BATCH;
+        if force || must_expire || full || self.last_changelog.elapsed() >= timeout {
             self.write_changelog(writer).await?;
             self.last_changelog = Instant::now();
         }
