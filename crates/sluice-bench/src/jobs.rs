@@ -71,9 +71,9 @@ pub async fn operator(args: OperatorArgs) -> Result<()> {
                 let meta = RecordMeta { timestamp: ts, append_time: ts, key: None, partition: 0, offset: i as u64 };
                 if parse {
                     let v: Value = serde_json::from_slice(&raw[i]).expect("value JSON");
-                    op.process(&v, &meta, &mut max_ts, ts);
+                    op.process(&v, &meta, &mut max_ts);
                 } else {
-                    op.process(&decoded[i], &meta, &mut max_ts, ts);
+                    op.process(&decoded[i], &meta, &mut max_ts);
                 }
                 if i % 2_000 == 1_999 {
                     for (w, k, s) in op.pending.drain() {

@@ -323,7 +323,7 @@ impl JobManager {
             PlanBody::Windowed(_) => runner::late_topic(&plan),
             PlanBody::Stateless(s) => s.output_topic.clone(),
         };
-        for t in [output_topic(&plan), runner::late_topic(&plan)] {
+        for t in [plan.output_topic().to_string(), runner::late_topic(&plan)] {
             if t == plan.source {
                 return Err(JobError::Invalid(format!("job {name} cannot write into its own source topic {t}")));
             }
@@ -371,7 +371,7 @@ impl JobManager {
     /// Reads the source's end offsets, so lag is right while a job is paused, failed or waiting for data.
     async fn refresh_lag(&self, j: &JobHandle) {
         let Ok(desc) = self.log.describe_topic(&j.plan.source).await else { return };
-        let lag = {
+        {
             let mut parts = j.stats.partitions.lock();
             if parts.is_empty() {
                 if j.runner.lock().is_some() {
@@ -399,8 +399,8 @@ impl JobManager {
                     p.high_watermark = p.high_watermark.max(d.high_watermark);
                 }
             }
-            parts.iter().map(|p| p.high_watermark.saturating_sub(p.offset)).sum::<u64>()
-        };
+        }
+        let lag = j.stats.lag();
         metrics::LAG.with_label_values(&[&j.plan.name]).set(lag as i64);
     }
 
@@ -429,7 +429,7 @@ impl JobManager {
         if matches!(j.plan.body, PlanBody::Stateless(_)) {
             return Err(JobError::Invalid(format!(
                 "job {name} has no windowed results: it writes rows to topic {}",
-                output_topic(&j.plan)
+                j.plan.output_topic()
             )));
         }
         let wm = j.stats.watermark.load(Ordering::Relaxed);
@@ -554,13 +554,6 @@ impl JobManager {
     }
 }
 
-fn output_topic(plan: &JobPlan) -> String {
-    match &plan.body {
-        PlanBody::Windowed(w) => w.output_topic.clone(),
-        PlanBody::Stateless(s) => s.output_topic.clone(),
-    }
-}
-
 /// Parses a definition; a shadow job gets its own name and default topics.
 fn compile(def: &JobDefinition) -> Result<JobPlan, JobError> {
     let mut plan = parse_job(&def.sql)?;
@@ -627,7 +620,7 @@ fn status(j: &JobHandle) -> JobStatus {
         }
     };
     let partitions = j.stats.partitions.lock().clone();
-    let lag: u64 = partitions.iter().map(|p| p.high_watermark.saturating_sub(p.offset)).sum();
+    let lag = j.stats.lag();
     JobStatus {
         name: def.name.clone(),
         sql: def.sql.clone(),
@@ -635,7 +628,7 @@ fn status(j: &JobHandle) -> JobStatus {
         error,
         kind,
         source: j.plan.source.clone(),
-        output_topic: output_topic(&j.plan),
+        output_topic: j.plan.output_topic().to_string(),
         late_topic,
         columns,
         shadow_of: def.shadow_of.clone(),

@@ -23,14 +23,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_log::{LogError, LogStore, Record, StoredRecord, TopicSpec, now_ms, partitioner::partition_for_key};
+use sluice_log::{
+    LogError, LogStore, ReadResult, Record, StoredRecord, TopicSpec, now_ms, partitioner::partition_for_key,
+};
 use sluice_schema::reader::ValueDecoder;
 use sluice_stream::agg::AggState;
 use sluice_stream::datum::Datum;
@@ -85,7 +87,6 @@ pub struct JobStats {
     pub last_checkpoint: Mutex<Option<CheckpointInfo>>,
     /// Ingest acknowledgement -> visible in hot results, microseconds.
     pub latency_us: Mutex<hdrhistogram::Histogram<u64>>,
-    pub caught_up: AtomicBool,
 }
 
 impl JobStats {
@@ -100,7 +101,6 @@ impl JobStats {
             latency_us: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             ),
-            caught_up: AtomicBool::new(false),
         }
     }
 
@@ -281,21 +281,26 @@ async fn start_offsets(
     Ok(out)
 }
 
-/// The source offset of the last record a job wrote to `topic`'s partition `p` (from its header), so output
-/// already written is not written again after a crash.
-async fn last_written_source_offset(
-    log: &dyn LogStore,
-    topic: &str,
-    p: u32,
-    run: &str,
-) -> Result<Option<u64>, JobError> {
+/// The last record of every partition of `topic`, by partition.
+async fn last_records(log: &dyn LogStore, topic: &str) -> Result<Vec<Option<StoredRecord>>, JobError> {
     let desc = log.describe_topic(topic).await?;
-    let Some(d) = desc.partition_details.get(p as usize) else { return Ok(None) };
-    if d.high_watermark == 0 || d.high_watermark <= d.log_start_offset {
-        return Ok(None);
+    let mut out = Vec::with_capacity(desc.partition_details.len());
+    for d in &desc.partition_details {
+        let last = if d.high_watermark > d.log_start_offset {
+            log.read(topic, d.partition, d.high_watermark - 1, 1, READ_MAX_BYTES).await?.records.pop()
+        } else {
+            None
+        };
+        out.push(last);
     }
-    let r = log.read(topic, p, d.high_watermark - 1, 1, READ_MAX_BYTES).await?;
-    Ok(r.records.last().and_then(|r| source_offset_of(r, run, p)))
+    Ok(out)
+}
+
+/// Per partition of `topic`, the source offset of the last record this run wrote there (from its header), so
+/// output already written is not written again after a crash.
+async fn written_source_offsets(log: &dyn LogStore, topic: &str, run: &str) -> Result<Vec<Option<u64>>, JobError> {
+    let last = last_records(log, topic).await?;
+    Ok((0u32..).zip(&last).map(|(p, r)| r.as_ref().and_then(|r| source_offset_of(r, run, p))).collect())
 }
 
 /// The source offset in a record this run of this job wrote (`{run}/{partition}/{offset}`); `None` for records of
@@ -345,6 +350,65 @@ impl Decode {
     }
 }
 
+/// One page of a source partition from `from`; `Err(to)` when retention removed `from` (carry on at `to`).
+async fn read_source(cfg: &RunnerConfig, partition: u32, from: u64) -> Result<Result<ReadResult, u64>, JobError> {
+    match cfg.log.read(&cfg.plan.source, partition, from, READ_MAX_RECORDS, READ_MAX_BYTES).await {
+        Ok(r) => Ok(Ok(r)),
+        Err(LogError::OffsetOutOfRange { start, end, .. }) => {
+            let to = if from < start { start } else { end };
+            tracing::warn!(job = %cfg.name, partition, from, to, "source offset out of range (retention?); skipping");
+            Ok(Err(to))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Resolves once any of `parts` (`(partition, next offset)`) has new data or `timeout` passes; never with none.
+async fn wait_for_data(cfg: &RunnerConfig, parts: impl Iterator<Item = (u32, u64)>, timeout: Duration) {
+    let waits: Vec<_> = parts
+        .map(|(partition, offset)| {
+            let (log, topic) = (cfg.log.clone(), cfg.plan.source.clone());
+            Box::pin(async move { log.wait_for(&topic, partition, offset, timeout).await })
+        })
+        .collect();
+    if waits.is_empty() {
+        std::future::pending::<()>().await;
+    }
+    let _ = futures::future::select_all(waits).await;
+}
+
+fn meta_of(rec: &StoredRecord, partition: u32) -> RecordMeta<'_> {
+    RecordMeta {
+        timestamp: rec.timestamp,
+        append_time: rec.append_time,
+        key: rec.key.as_deref(),
+        partition,
+        offset: rec.offset,
+    }
+}
+
+/// Counts one processed page in the job's metrics and stats.
+fn count_page(cfg: &RunnerConfig, partition: u32, read: usize, filtered: u64, undecodable: u64) {
+    let job = &cfg.name;
+    metrics::RECORDS_IN.with_label_values(&[job]).inc_by(read as u64);
+    if filtered > 0 {
+        metrics::RECORDS_FILTERED_OUT.with_label_values(&[job]).inc_by(filtered);
+    }
+    if undecodable > 0 {
+        metrics::DECODE_ERRORS.with_label_values(&[job]).inc_by(undecodable);
+        tracing::warn!(job = %job, partition, count = undecodable, "skipped records that do not decode");
+    }
+    cfg.stats.records_in.fetch_add(read as u64, Ordering::Relaxed);
+}
+
+/// The job's partition progress at the start of a run.
+fn progress_from(starts: &[u64]) -> Vec<PartitionProgress> {
+    (0u32..)
+        .zip(starts)
+        .map(|(partition, &offset)| PartitionProgress { partition, offset, high_watermark: offset, idle: false })
+        .collect()
+}
+
 /// Per-partition reading state of a source task.
 struct PartState {
     partition: u32,
@@ -372,7 +436,6 @@ enum ShardMsg {
 }
 
 struct Delta {
-    task: usize,
     entries: Vec<(Window, Key, Vec<AggState>)>,
     /// `(partition, max_ts, idle)` of every partition of the task.
     progress: Progress,
@@ -465,19 +528,9 @@ async fn run_windowed(
     }
     reload_hot(&cfg, &plan).await?;
     let late = late_topic(&cfg.plan);
-    let mut written = Vec::with_capacity(partitions as usize);
-    for p in 0..partitions {
-        written.push(last_written_source_offset(&*cfg.log, &late, p, &cfg.run_id).await?);
-    }
+    let written = written_source_offsets(&*cfg.log, &late, &cfg.run_id).await?;
 
-    *cfg.stats.partitions.lock() = (0..partitions)
-        .map(|p| PartitionProgress {
-            partition: p,
-            offset: starts[p as usize],
-            high_watermark: starts[p as usize],
-            idle: false,
-        })
-        .collect();
+    *cfg.stats.partitions.lock() = progress_from(&starts);
 
     cfg.stats.state_entries.store(0, Ordering::Relaxed);
     cfg.stats.watermark.store(restored_wm.unwrap_or(i64::MIN), Ordering::Relaxed);
@@ -521,11 +574,10 @@ async fn run_windowed(
                 max_ts: max_ts[p as usize],
                 last_active: now_ms(),
                 idle: false,
-                written_up_to: written[p as usize],
+                written_up_to: written.get(p as usize).copied().flatten(),
             })
             .collect();
         let task = SourceTask {
-            id: t,
             cfg: cfg.clone(),
             parts,
             shard_txs: shard_txs.clone(),
@@ -586,18 +638,8 @@ async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Result<(), JobEr
     let Ok(info) = cfg.log.topic(topic).await else { return Ok(()) };
     // Changelog records carry their window's end as event time; the hot results keep the last N minutes of
     // event time before the newest window, so start N minutes before the newest record.
-    let mut newest: Option<i64> = None;
-    for p in 0..info.partitions {
-        let d = cfg.log.describe_topic(topic).await?;
-        let Some(pd) = d.partition_details.get(p as usize) else { continue };
-        if pd.high_watermark > pd.log_start_offset {
-            let r = cfg.log.read(topic, p, pd.high_watermark - 1, 1, READ_MAX_BYTES).await?;
-            if let Some(rec) = r.records.last() {
-                newest = Some(newest.map_or(rec.timestamp, |n| n.max(rec.timestamp)));
-            }
-        }
-    }
-    let Some(newest) = newest else { return Ok(()) };
+    let last = last_records(&*cfg.log, topic).await?;
+    let Some(newest) = last.iter().flatten().map(|r| r.timestamp).max() else { return Ok(()) };
     let since = newest.saturating_sub(cfg.plan.options.hot_retention_ms.max(0));
     let key_names: Vec<&str> = plan.keys.iter().map(|(n, _)| n.as_str()).collect();
     for p in 0..info.partitions {
@@ -758,7 +800,6 @@ async fn checkpoint(
 }
 
 struct SourceTask {
-    id: usize,
     cfg: Arc<RunnerConfig>,
     parts: Vec<PartState>,
     shard_txs: Vec<mpsc::Sender<ShardMsg>>,
@@ -834,25 +875,21 @@ impl WindowOperator {
     }
 
     /// Processes one decoded event of a partition whose largest event time so far is `max_ts` (updated).
-    /// `now` is the processing time used when the event has no usable time.
-    pub fn process(&mut self, value: &Value, meta: &RecordMeta, max_ts: &mut Option<i64>, now: i64) -> Outcome {
+    pub fn process(&mut self, value: &Value, meta: &RecordMeta, max_ts: &mut Option<i64>) -> Outcome {
         let opts = &self.plan.options;
         self.plan.extract(value, meta, &mut self.row);
         // No usable event time: the record's timestamp, which is the ingest time when the producer gave none
         // (never the wall clock here: a replay must put the event in the same window). Event time advances before
         // the filter: it is the progress of the source, whatever the job keeps.
-        let _ = now;
-        let ts = self.window.time.eval(&self.row).as_time_ms().unwrap_or(meta.timestamp);
+        let ts = self.window.event_time(&self.row).unwrap_or(meta.timestamp);
         let m = max_ts.map_or(ts, |m| m.max(ts));
         *max_ts = Some(m);
-        if let Some(f) = &self.plan.filter
-            && !f.eval(&self.row).is_true()
-        {
+        if !self.plan.passes(&self.row) {
             return Outcome::Filtered;
         }
         let part_wm = m.saturating_sub(opts.out_of_orderness_ms);
         let lateness = opts.allowed_lateness_ms.max(0);
-        let key: Key = self.window.keys.iter().map(|(_, e)| e.eval(&self.row)).collect();
+        let key: Key = self.window.key_values(&self.row).into_boxed_slice();
         let shard = key_shard(&key, self.shards);
         let mut accepted = false;
         let mut representable = true;
@@ -943,25 +980,9 @@ impl SourceTask {
             }
             if got == 0 {
                 // Caught up: wait for new data, a control message or the stop signal.
-                let waits = self.parts.iter().map(|p| {
-                    let log = self.cfg.log.clone();
-                    let topic = self.cfg.plan.source.clone();
-                    let (partition, offset) = (p.partition, p.offset);
-                    Box::pin(async move { log.wait_for(&topic, partition, offset, buffer_timeout).await })
-                });
-                let waits: Vec<_> = waits.collect();
-                if waits.is_empty() {
-                    tokio::select! {
-                        m = ctl.recv() => match m {
-                            Some(TaskCtl::Barrier { epoch, release }) => self.barrier(epoch, release, &mut progress_sent).await?,
-                            None => return Ok(()),
-                        },
-                        _ = self.stop.changed() => {}
-                    }
-                    continue;
-                }
+                let parts: Vec<(u32, u64)> = self.parts.iter().map(|p| (p.partition, p.offset)).collect();
                 tokio::select! {
-                    _ = futures::future::select_all(waits) => {}
+                    _ = wait_for_data(&self.cfg, parts.into_iter(), buffer_timeout) => {}
                     m = ctl.recv() => match m {
                         Some(TaskCtl::Barrier { epoch, release }) => self.barrier(epoch, release, &mut progress_sent).await?,
                         None => return Ok(()),
@@ -1013,7 +1034,7 @@ impl SourceTask {
                 continue;
             }
             let entries = map.into_iter().map(|((w, k), s)| (w, k, s)).collect();
-            tx.send(ShardMsg::Delta(Delta { task: self.id, entries, progress: progress.clone(), ingest }))
+            tx.send(ShardMsg::Delta(Delta { entries, progress: progress.clone(), ingest }))
                 .await
                 .map_err(|_| JobError::Stopped)?;
         }
@@ -1024,20 +1045,12 @@ impl SourceTask {
     /// Reads and processes one page of partition `i`; returns the records read.
     async fn read_partition(&mut self, i: usize) -> Result<usize, JobError> {
         let (partition, offset) = (self.parts[i].partition, self.parts[i].offset);
-        let read = match self
-            .cfg
-            .log
-            .read(&self.cfg.plan.source, partition, offset, READ_MAX_RECORDS, READ_MAX_BYTES)
-            .await
-        {
+        let read = match read_source(&self.cfg, partition, offset).await? {
             Ok(r) => r,
-            Err(LogError::OffsetOutOfRange { start, end, .. }) => {
-                let to = if offset < start { start } else { end };
-                tracing::warn!(job = %self.cfg.name, partition, offset, to, "source offset out of range (retention?); skipping to {to}");
+            Err(to) => {
                 self.parts[i].offset = to;
                 return Ok(0);
             }
-            Err(e) => return Err(e.into()),
         };
         self.parts[i].high_watermark = read.high_watermark;
         if read.records.is_empty() {
@@ -1047,8 +1060,7 @@ impl SourceTask {
             return Ok(0);
         }
         let n = read.records.len();
-        let now = now_ms();
-        self.parts[i].last_active = now;
+        self.parts[i].last_active = now_ms();
         self.parts[i].idle = false;
         let reader = self.decode.reader();
         let mut late: Vec<Record> = Vec::new();
@@ -1058,14 +1070,7 @@ impl SourceTask {
                 undecodable += 1;
                 continue;
             };
-            let meta = RecordMeta {
-                timestamp: rec.timestamp,
-                append_time: rec.append_time,
-                key: rec.key.as_deref(),
-                partition,
-                offset: rec.offset,
-            };
-            match self.op.process(&value, &meta, &mut self.parts[i].max_ts, now) {
+            match self.op.process(&value, &meta_of(rec, partition), &mut self.parts[i].max_ts) {
                 Outcome::Accepted => {}
                 Outcome::Dropped => metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc(),
                 Outcome::Filtered => filtered += 1,
@@ -1087,16 +1092,7 @@ impl SourceTask {
             append_with_retry(&*self.cfg.log, &self.late_topic, partition, late).await?;
             metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc_by(count);
         }
-        let job = &self.cfg.name;
-        metrics::RECORDS_IN.with_label_values(&[job]).inc_by(n as u64);
-        if filtered > 0 {
-            metrics::RECORDS_FILTERED_OUT.with_label_values(&[job]).inc_by(filtered);
-        }
-        if undecodable > 0 {
-            metrics::DECODE_ERRORS.with_label_values(&[job]).inc_by(undecodable);
-            tracing::warn!(job = %job, partition, count = undecodable, "skipped records that do not decode");
-        }
-        self.cfg.stats.records_in.fetch_add(n as u64, Ordering::Relaxed);
+        count_page(&self.cfg, partition, n, filtered, undecodable);
         self.parts[i].offset = read.next_offset;
         Ok(n)
     }
@@ -1206,7 +1202,6 @@ struct Shard {
     /// `entries` as last added to the job's stats.
     reported_entries: u64,
     barriers: usize,
-    barrier_epoch: u64,
     last_changelog: Instant,
 }
 
@@ -1240,7 +1235,6 @@ impl Shard {
             snap: None,
             reported_entries: 0,
             barriers: 0,
-            barrier_epoch: 0,
             last_changelog: Instant::now(),
         };
         let gap = match s.plan.window {
@@ -1292,7 +1286,6 @@ impl Shard {
                             ShardMsg::Delta(d) => self.apply(d),
                             ShardMsg::Barrier { epoch } => {
                                 self.barriers += 1;
-                                self.barrier_epoch = epoch;
                                 if self.barriers == self.tasks {
                                     self.barriers = 0;
                                     self.align(epoch, &coord, &writer).await?;
@@ -1364,7 +1357,6 @@ impl Shard {
     }
 
     fn apply(&mut self, d: Delta) {
-        let _ = d.task;
         for (p, max_ts, idle) in d.progress.iter() {
             if let Some(slot) = self.partitions.get_mut(*p as usize) {
                 *slot = (*max_ts, *idle);
@@ -1805,19 +1797,14 @@ async fn run_stateless(
         Some(v) => v,
         None => start_offsets(&*cfg.log, &cfg.plan.source, partitions, &cfg.start).await?,
     };
-    for p in 0..partitions {
-        if let Some(o) = last_written_source_offset(&*cfg.log, &plan.output_topic, p, &cfg.run_id).await? {
-            starts[p as usize] = starts[p as usize].max(o + 1);
+    for (start, written) in
+        starts.iter_mut().zip(written_source_offsets(&*cfg.log, &plan.output_topic, &cfg.run_id).await?)
+    {
+        if let Some(o) = written {
+            *start = (*start).max(o + 1);
         }
     }
-    *cfg.stats.partitions.lock() = (0..partitions)
-        .map(|p| PartitionProgress {
-            partition: p,
-            offset: starts[p as usize],
-            high_watermark: starts[p as usize],
-            idle: false,
-        })
-        .collect();
+    *cfg.stats.partitions.lock() = progress_from(&starts);
     let parallelism = cfg.parallelism.clamp(1, partitions.max(1) as usize);
     let offsets: Arc<Vec<AtomicU64>> = Arc::new(starts.iter().map(|o| AtomicU64::new(*o)).collect());
     let mut set: JoinSet<Result<(), JobError>> = JoinSet::new();
@@ -1858,11 +1845,7 @@ async fn run_stateless(
                 save(epoch).await;
                 break r;
             },
-            Some(done) = set.join_next() => break match done {
-                Ok(Ok(())) => Err(JobError::Stopped),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(JobError::Invalid(format!("job task panicked: {e}"))),
-            },
+            Some(done) = set.join_next() => break Err(stage_ended(done)),
         }
     };
     set.abort_all();
@@ -1886,13 +1869,12 @@ async fn stateless_task(
         let mut got = 0;
         for &p in &parts {
             let from = offsets[p as usize].load(Ordering::Acquire);
-            let read = match cfg.log.read(&cfg.plan.source, p, from, READ_MAX_RECORDS, READ_MAX_BYTES).await {
+            let read = match read_source(&cfg, p, from).await? {
                 Ok(r) => r,
-                Err(LogError::OffsetOutOfRange { start, end, .. }) => {
-                    offsets[p as usize].store(if from < start { start } else { end }, Ordering::Release);
+                Err(to) => {
+                    offsets[p as usize].store(to, Ordering::Release);
                     continue;
                 }
-                Err(e) => return Err(e.into()),
             };
             if let Some(s) = cfg.stats.partitions.lock().get_mut(p as usize) {
                 s.high_watermark = read.high_watermark;
@@ -1910,17 +1892,8 @@ async fn stateless_task(
                     bad += 1;
                     continue;
                 };
-                let meta = RecordMeta {
-                    timestamp: rec.timestamp,
-                    append_time: rec.append_time,
-                    key: rec.key.as_deref(),
-                    partition: p,
-                    offset: rec.offset,
-                };
-                cfg.plan.extract(&value, &meta, &mut row);
-                if let Some(f) = &cfg.plan.filter
-                    && !f.eval(&row).is_true()
-                {
+                cfg.plan.extract(&value, &meta_of(rec, p), &mut row);
+                if !cfg.plan.passes(&row) {
                     filtered += 1;
                     continue;
                 }
@@ -1937,35 +1910,16 @@ async fn stateless_task(
                 append_with_retry(&*cfg.log, &plan.output_topic, p, out).await?;
                 metrics::RESULTS.with_label_values(&[&job, "row"]).inc_by(n);
             }
-            metrics::RECORDS_IN.with_label_values(&[&job]).inc_by(read.records.len() as u64);
-            if filtered > 0 {
-                metrics::RECORDS_FILTERED_OUT.with_label_values(&[&job]).inc_by(filtered);
-            }
-            if bad > 0 {
-                metrics::DECODE_ERRORS.with_label_values(&[&job]).inc_by(bad);
-            }
-            cfg.stats.records_in.fetch_add(read.records.len() as u64, Ordering::Relaxed);
+            count_page(&cfg, p, read.records.len(), filtered, bad);
             offsets[p as usize].store(read.next_offset, Ordering::Release);
             if let Some(s) = cfg.stats.partitions.lock().get_mut(p as usize) {
                 s.offset = read.next_offset;
             }
         }
         if got == 0 {
-            let waits: Vec<_> = parts
-                .iter()
-                .map(|&p| {
-                    let log = cfg.log.clone();
-                    let topic = cfg.plan.source.clone();
-                    let from = offsets[p as usize].load(Ordering::Acquire);
-                    Box::pin(async move { log.wait_for(&topic, p, from, timeout).await })
-                })
-                .collect();
-            if waits.is_empty() {
-                let _ = stop.changed().await;
-                continue;
-            }
+            let waiting = parts.iter().map(|&p| (p, offsets[p as usize].load(Ordering::Acquire)));
             tokio::select! {
-                _ = futures::future::select_all(waits) => {}
+                _ = wait_for_data(&cfg, waiting, timeout) => {}
                 _ = stop.changed() => {}
             }
         }
@@ -2011,7 +1965,7 @@ mod tests {
                 (window, vec![Datum::Int(k)].into_boxed_slice(), states)
             })
             .collect();
-        Delta { task: 0, entries, progress: Arc::new(vec![(0, Some(window.start), false)]), ingest: Vec::new() }
+        Delta { entries, progress: Arc::new(vec![(0, Some(window.start), false)]), ingest: Vec::new() }
     }
 
     fn counts(entries: &[EntrySnap]) -> BTreeMap<(i64, i64), i64> {

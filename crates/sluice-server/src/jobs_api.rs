@@ -128,8 +128,7 @@ pub fn parse_replay_from(v: &serde_json::Value) -> Result<ReplayFrom, String> {
             if let Ok(o) = s.parse::<u64>() {
                 return Ok(ReplayFrom::Offset(o));
             }
-            Datum::Str(s.as_str().into())
-                .as_time_ms()
+            sluice_stream::datum::parse_time(s)
                 .map(ReplayFrom::Time)
                 .ok_or_else(|| format!("`from` {s:?} is not `earliest`, an offset or an RFC 3339 time"))
         }
@@ -169,10 +168,7 @@ struct ResultsQuery {
 
 fn parse_time(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
     let Some(v) = v else { return Ok(None) };
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(Some(ms));
-    }
-    Datum::Str(v.into()).as_time_ms().map(Some).ok_or_else(|| {
+    crate::routes::parse_time(v).map(Some).ok_or_else(|| {
         ApiError::bad_request("invalid_request", format!("`{name}` {v:?} is not epoch milliseconds or RFC 3339"))
     })
 }

@@ -230,7 +230,7 @@ impl JobPlan {
 
 impl WindowedPlan {
     /// The event time of an input row in ms, `None` when the time expression gives no time (the runner then uses
-    /// processing time).
+    /// the record's timestamp: its ingest time when the producer gave none).
     pub fn event_time(&self, row: &[Datum]) -> Option<i64> {
         self.time.eval_cow(row).as_time_ms()
     }
