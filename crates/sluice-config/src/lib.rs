@@ -37,6 +37,68 @@ pub struct Config {
     pub stream: StreamConfig,
     /// Stream jobs created at start-up when missing (`sql = "CREATE JOB ..."`).
     pub jobs: Vec<JobConfig>,
+    /// The embedded time-series store and SQL queries.
+    pub store: StoreConfig,
+}
+
+/// `[store]`: every user topic becomes a table of its raw events and every windowed job a table of its results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Feed topics and job results into the store; when off, queries still answer over what is stored.
+    pub enabled: bool,
+    /// Buffered rows of one table that trigger a flush to a Parquet file.
+    pub flush_rows: usize,
+    /// Buffered rows older than this are flushed.
+    pub flush_interval: HumanDuration,
+    /// Chunk width of raw event tables (like a hypertable's chunk_time_interval).
+    pub chunk_width: HumanDuration,
+    /// Chunk width of job results tables.
+    pub results_chunk_width: HumanDuration,
+    /// Default retention of every table: chunks wholly older are dropped. `"forever"` keeps everything.
+    pub retention: Retention,
+    /// A chunk with this many files is compacted.
+    pub compact_min_files: usize,
+    /// Longest a query may run.
+    pub query_timeout: HumanDuration,
+    /// Memory one query may use (hash tables, sorts).
+    pub query_memory_limit: ByteSize,
+    /// Rows a query answer may hold; longer answers are cut and marked `truncated`.
+    pub query_max_rows: usize,
+    /// Threads of the query runtime (0: the number of cores).
+    pub query_threads: usize,
+    /// Per-table settings.
+    pub tables: Vec<StoreTableConfig>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            enabled: true,
+            flush_rows: 262_144,
+            flush_interval: HumanDuration(Duration::from_secs(10)),
+            chunk_width: HumanDuration(Duration::from_secs(3600)),
+            results_chunk_width: HumanDuration(Duration::from_secs(86_400)),
+            retention: Retention(None),
+            compact_min_files: 8,
+            query_timeout: HumanDuration(Duration::from_secs(30)),
+            query_memory_limit: ByteSize(512 << 20),
+            query_max_rows: 100_000,
+            query_threads: 0,
+            tables: Vec::new(),
+        }
+    }
+}
+
+/// `[[store.tables]]`: settings of one table (a topic name or a job name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTableConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_width: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +203,7 @@ impl Default for Config {
             topics: Vec::new(),
             stream: StreamConfig::default(),
             jobs: Vec::new(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -273,6 +336,39 @@ impl Config {
             && d.0.is_zero()
         {
             return bad("log.fsync", "interval must be greater than 0 (or \"always\")".into());
+        }
+        let so = &self.store;
+        if so.flush_rows == 0 {
+            return bad("store.flush_rows", "must be greater than 0".into());
+        }
+        if so.flush_interval.0 < Duration::from_millis(10) {
+            return bad("store.flush_interval", "must be at least 10ms".into());
+        }
+        for (key, w) in
+            [("store.chunk_width", so.chunk_width.0), ("store.results_chunk_width", so.results_chunk_width.0)]
+        {
+            if w < Duration::from_secs(1) {
+                return bad(key, "must be at least 1s".into());
+            }
+        }
+        if so.compact_min_files < 2 {
+            return bad("store.compact_min_files", format!("must be at least 2 (got {})", so.compact_min_files));
+        }
+        if so.query_timeout.0 < Duration::from_millis(10) {
+            return bad("store.query_timeout", "must be at least 10ms".into());
+        }
+        if so.query_memory_limit.0 < 1 << 20 {
+            return bad("store.query_memory_limit", format!("must be at least 1MiB (got {})", so.query_memory_limit));
+        }
+        if so.query_max_rows == 0 {
+            return bad("store.query_max_rows", "must be greater than 0".into());
+        }
+        for (i, t) in so.tables.iter().enumerate() {
+            if let Some(w) = t.chunk_width
+                && w.0 < Duration::from_secs(1)
+            {
+                return bad(&format!("store.tables[{i}].chunk_width"), "must be at least 1s".into());
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.topics.iter().enumerate() {

@@ -22,4 +22,4 @@ pub use checkpoint::CheckpointStore;
 pub use error::JobError;
 pub use hot::{HotResults, ResultRow};
 pub use manager::{JobDefinition, JobManager, JobStatus, LatencySummary, ManagerOptions, ReplayFrom};
-pub use runner::{JobStats, StartPosition};
+pub use runner::{JobStats, RESULT_KIND_HEADER, StartPosition, changelog_identity};

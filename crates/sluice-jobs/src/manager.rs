@@ -437,6 +437,16 @@ impl JobManager {
     }
 
     /// Clears a job's latency histogram (benchmarks measure after warm-up).
+    /// The group key names of a windowed job (in key order), for readers of its changelog; `None` for an
+    /// unknown or stateless job.
+    pub fn result_keys(&self, name: &str) -> Option<Vec<String>> {
+        let jobs = self.jobs.lock();
+        match &jobs.get(name)?.plan.body {
+            sluice_stream::plan::PlanBody::Windowed(w) => Some(w.keys.iter().map(|(n, _)| n.clone()).collect()),
+            _ => None,
+        }
+    }
+
     pub fn reset_latency(&self, name: &str) -> Result<(), JobError> {
         self.get(name)?.stats.latency_us.lock().reset();
         Ok(())

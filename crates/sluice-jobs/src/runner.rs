@@ -652,18 +652,9 @@ async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Result<(), JobEr
             from = r.next_offset;
             let mut rows = Vec::new();
             for rec in &r.records {
-                let Some(k) = rec.key.as_deref().and_then(|k| serde_json::from_slice::<Value>(k).ok()) else {
+                let Some((start, end, key)) = rec.key.as_deref().and_then(|k| changelog_identity(&key_names, k)) else {
                     continue;
                 };
-                let (Some(start), Some(end)) = (
-                    k.get("window_start").map(Datum::from_json).and_then(|d| d.as_time_ms()),
-                    k.get("window_end").map(Datum::from_json).and_then(|d| d.as_time_ms()),
-                ) else {
-                    continue;
-                };
-                let key: Vec<Datum> =
-                    key_names.iter().map(|n| k.get(*n).map_or(Datum::Null, Datum::from_json)).collect();
-                let key = key_text(&key);
                 match serde_json::from_slice::<Value>(&rec.value) {
                     Ok(Value::Object(map)) => {
                         rows.push(ResultRow { window_start: start, window_end: end, key, row: Arc::new(map) })
@@ -1689,6 +1680,16 @@ fn key_text(key: &[Datum]) -> String {
         }
     }
     s
+}
+
+/// Window start, end and key text (as the hot results index rows) of a changelog record key of a job whose group
+/// keys are named `key_names`; `None` for a key that is not one.
+pub fn changelog_identity(key_names: &[&str], key: &[u8]) -> Option<(i64, i64, String)> {
+    let k = serde_json::from_slice::<Value>(key).ok()?;
+    let start = k.get("window_start").map(Datum::from_json).and_then(|d| d.as_time_ms())?;
+    let end = k.get("window_end").map(Datum::from_json).and_then(|d| d.as_time_ms())?;
+    let key: Vec<Datum> = key_names.iter().map(|n| k.get(*n).map_or(Datum::Null, Datum::from_json)).collect();
+    Some((start, end, key_text(&key)))
 }
 
 /// The changelog record key: window bounds and group key as JSON, the identity results are upserted by.

@@ -205,7 +205,27 @@ async fn results(
         return Err(ApiError::bad_request("invalid_request", format!("`limit` must be 1..={MAX_RESULT_ROWS}")));
     }
     let (hot, wm) = jobs(&state)?.results(&job)?;
-    let rows = hot.query(q.key.as_deref(), from, to, limit);
+    // The hot path holds every window from its oldest start on; older windows come from the store. The two
+    // ranges of window starts are disjoint, so the answer has no duplicate at the boundary, and no gap as long as
+    // the store's sink keeps up (its buffered rows are visible to queries).
+    let boundary = hot.oldest_window_start();
+    let mut rows = Vec::new();
+    if let Some(store) = state.store()
+        && boundary.is_none_or(|b| from.is_none_or(|f| f < b))
+    {
+        let store_to = match (to, boundary) {
+            (Some(t), Some(b)) => Some(t.min(b)),
+            (t, b) => t.or(b),
+        };
+        if let Some(stored) = store.job_results(&job, q.key.as_deref(), from, store_to, limit).await? {
+            rows.extend(
+                stored.into_iter().filter(|r| boundary.is_none_or(|b| r.window_start < b)).map(|r| Arc::new(r.row)),
+            );
+        }
+    }
+    if rows.len() < limit {
+        rows.extend(hot.query(q.key.as_deref(), from, to, limit - rows.len()));
+    }
     Ok(rows_response(&rows, wm))
 }
 

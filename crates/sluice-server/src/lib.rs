@@ -14,14 +14,17 @@ mod rest_proxy;
 mod routes;
 mod schema_api;
 pub mod schemas;
+mod store_api;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use futures::future::BoxFuture;
 use sluice_config::{Config, FsyncSetting, Limits};
 use sluice_log::{EmbeddedLog, FsyncPolicy, LogError, LogOptions, LogStore, StdStorage, Storage, TopicSpec};
+use sluice_sink::store::TimeSeriesStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -46,6 +49,8 @@ pub struct AppState {
     codecs: OnceLock<Arc<schemas::Codecs>>,
     /// Stream jobs, once the log and registry are up.
     jobs: OnceLock<Arc<sluice_jobs::JobManager>>,
+    /// The time-series store, when the binary wired one in.
+    store: OnceLock<Arc<dyn TimeSeriesStore>>,
 }
 
 impl AppState {
@@ -61,6 +66,7 @@ impl AppState {
             schema_registry: OnceLock::new(),
             codecs: OnceLock::new(),
             jobs: OnceLock::new(),
+            store: OnceLock::new(),
         }
     }
 
@@ -72,6 +78,11 @@ impl AppState {
     /// The job manager, once started.
     pub fn jobs(&self) -> Option<&Arc<sluice_jobs::JobManager>> {
         self.jobs.get()
+    }
+
+    /// The time-series store, once started.
+    pub fn store(&self) -> Option<&Arc<dyn TimeSeriesStore>> {
+        self.store.get()
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -203,6 +214,28 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
 
 /// [`start`] on a chosen storage backend for the log (tests inject faults with `SimStorage`).
 pub async fn start_with_storage(config: Config, storage: Arc<dyn Storage>) -> Result<RunningServer, ServerError> {
+    start_with(config, storage, None).await
+}
+
+/// What a store adapter gets to start its sinks: the config, the log, the decoder and the jobs.
+pub struct StoreContext {
+    pub config: Config,
+    pub log: Arc<dyn LogStore>,
+    pub decoder: Arc<sluice_schema::reader::ValueDecoder>,
+    pub jobs: Arc<sluice_jobs::JobManager>,
+}
+
+/// Opens a time-series store once the log, registry and jobs are up (the binary passes the embedded one, so
+/// this crate never links the query engine).
+pub type StoreFactory =
+    Box<dyn FnOnce(StoreContext) -> BoxFuture<'static, Result<Arc<dyn TimeSeriesStore>, String>> + Send>;
+
+/// [`start_with_storage`] plus a time-series store.
+pub async fn start_with(
+    config: Config,
+    storage: Arc<dyn Storage>,
+    store: Option<StoreFactory>,
+) -> Result<RunningServer, ServerError> {
     let lock = sluice_log::lock_data_dir(&config.data_dir).map_err(ServerError::DataDir)?;
     let listener = TcpListener::bind(config.http.addr)
         .await
@@ -218,7 +251,7 @@ pub async fn start_with_storage(config: Config, storage: Arc<dyn Storage>) -> Re
             let _ = rx.await;
         });
         let server = tokio::spawn(async move { serve.await });
-        let log = match open_log(&config, storage, &st).await {
+        let log = match open_log(&config, storage, &st, store).await {
             Ok(log) => log,
             Err(e) => {
                 server.abort();
@@ -231,6 +264,10 @@ pub async fn start_with_storage(config: Config, storage: Arc<dyn Storage>) -> Re
         // Jobs stop first, each with a last checkpoint, while the log still takes their writes.
         if let Some(jobs) = st.jobs() {
             jobs.shutdown().await;
+        }
+        // Then the store's sinks, with a last flush of what they buffered.
+        if let Some(store) = st.store() {
+            store.shutdown().await;
         }
         // No request is in flight any more: make what was acknowledged under an fsync interval durable.
         log.sync_all().await;
@@ -249,6 +286,7 @@ async fn open_log(
     config: &Config,
     storage: Arc<dyn Storage>,
     state: &Arc<AppState>,
+    store: Option<StoreFactory>,
 ) -> Result<EmbeddedLog, ServerError> {
     let root = config.data_dir.join("log");
     let opts = log_options(config);
@@ -277,13 +315,18 @@ async fn open_log(
     opts.checkpoint_interval = config.stream.checkpoint_interval.0;
     opts.keep_checkpoints = config.stream.keep_checkpoints;
     let decoder = Arc::new(sluice_schema::reader::ValueDecoder::new(schemas));
-    let jobs = sluice_jobs::JobManager::open(opts, shared, decoder)
+    let jobs = sluice_jobs::JobManager::open(opts, shared.clone(), decoder.clone())
         .await
         .map_err(|e| ServerError::Config(format!("stream jobs: {e}")))?;
     for j in &config.jobs {
         jobs.ensure(&j.sql).await.map_err(|e| ServerError::Config(format!("job in the config file: {e}")))?;
     }
-    let _ = state.jobs.set(jobs);
+    let _ = state.jobs.set(jobs.clone());
+    if let Some(factory) = store {
+        let ctx = StoreContext { config: config.clone(), log: shared, decoder, jobs };
+        let store = factory(ctx).await.map_err(|e| ServerError::Config(format!("time-series store: {e}")))?;
+        let _ = state.store.set(store);
+    }
     state.set_ready(true);
     Ok(log)
 }

@@ -23,7 +23,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
 use crate::schemas::SchemaPick;
-use crate::{AppState, ingest, jobs_api, metrics, rest_proxy, schema_api};
+use crate::{AppState, ingest, jobs_api, metrics, rest_proxy, schema_api, store_api};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/topics/{topic}", axum::routing::post(rest_proxy::produce))
         .merge(schema_api::routes())
         .merge(jobs_api::routes())
+        .merge(store_api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(track))

@@ -4,6 +4,7 @@
 mod client;
 mod jobs;
 mod schema;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,14 @@ enum Command {
     /// Create, list, describe, pause, resume, drop and replay stream jobs; read their results.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Run a read-only SQL query over the time-series store and print an aligned table.
+    #[command(after_help = "Examples:\n  sluice query \"SELECT time_bucket('1 minute', event_time) AS m, service, \
+        count(*), avg(latency_ms) FROM http_requests GROUP BY 1, 2 ORDER BY 1\"\n  \
+        sluice query --format csv \"SELECT * FROM errors_per_minute\" > errors.csv\n  sluice query \"SHOW TABLES\"")]
+    Query(store::QueryArgs),
+    /// List and describe the store's tables; set their retention.
+    #[command(subcommand)]
+    Tables(store::TablesCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -118,6 +127,10 @@ enum BenchCommand {
     /// Checkpoint a job holding a million keys of state (in-process, temporary data directory).
     #[command(after_help = "Example:\n  sluice bench checkpoint --keys 1000000")]
     Checkpoint(sluice_bench::CheckpointArgs),
+    /// The time-series store: write rows/s, the per-minute aggregate over 50M events, the same from a results
+    /// table, and time-range pruning (in-process).
+    #[command(after_help = "Examples:\n  sluice bench store\n  sluice bench store --rows 5000000 --data-dir /tmp/sb")]
+    Store(store::StoreBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -146,6 +159,8 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Topics(cmd) => client::topics(cmd).await?,
         Command::Schema(cmd) => return schema::run(cmd).await,
         Command::Jobs(cmd) => jobs::run(cmd).await?,
+        Command::Query(args) => store::query(args).await?,
+        Command::Tables(cmd) => store::tables(cmd).await?,
         Command::Config(ConfigCommand::Check(args)) => {
             let config = args.load()?;
             println!("# config ok\n{}", config.to_toml());
@@ -156,6 +171,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Results(args)) => sluice_bench::pipeline::results(args).await?,
         Command::Bench(BenchCommand::Operator(args)) => sluice_bench::jobs::operator(args).await?,
         Command::Bench(BenchCommand::Checkpoint(args)) => sluice_bench::jobs::checkpoint(args).await?,
+        Command::Bench(BenchCommand::Store(args)) => store::bench(args).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -166,7 +182,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), addr = %config.http.addr,
         data_dir = %config.data_dir.display(), "starting sluice");
-    let mut server = sluice_server::start(config).await.context("cannot start")?;
+    let store = Some(store::embedded_store());
+    let mut server = sluice_server::start_with(config, std::sync::Arc::new(sluice_log::StdStorage), store)
+        .await
+        .context("cannot start")?;
     let shutdown = server.take_shutdown();
     tokio::spawn(async move {
         wait_for_signal().await;

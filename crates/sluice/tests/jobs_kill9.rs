@@ -4,7 +4,8 @@
 //! fast, after it caught up; every fifth kill comes within 100 ms of the restart, during restore and replay),
 //! and after the last restart the job's results changelog, folded into a table (last record per key wins), must
 //! equal the expected counts exactly: every window final, no count off by one event, no extra rows. Every
-//! `final` record ever written must carry the exact count too.
+//! `final` record ever written must carry the exact count too. The store, fed through the same kills, must then
+//! hold every raw event exactly once and every final window result exactly once.
 //!
 //! `SLUICE_TEST_KILL_ROUNDS` raises the number of kills (this test never does fewer than 20);
 //! `SLUICE_TEST_SEED` changes the generated events and the kill timings.
@@ -40,8 +41,14 @@ const SENTINEL_MS: i64 = BASE_MS + SPAN_MS + 3_600_000;
 const SENTINEL_SERVICE: &str = "sentinel";
 const SENTINELS: u64 = 64;
 const MIN_KILLS: usize = 20;
-const SERVER_ENV: [(&str, &str); 2] =
-    [("SLUICE__STREAM__CHECKPOINT_INTERVAL", "200ms"), ("SLUICE__STREAM__PARALLELISM", "2")];
+/// Small store flushes and eager compaction, so kills land in the middle of both.
+const SERVER_ENV: [(&str, &str); 5] = [
+    ("SLUICE__STREAM__CHECKPOINT_INTERVAL", "200ms"),
+    ("SLUICE__STREAM__PARALLELISM", "2"),
+    ("SLUICE__STORE__FLUSH_ROWS", "40000"),
+    ("SLUICE__STORE__FLUSH_INTERVAL", "300ms"),
+    ("SLUICE__STORE__COMPACT_MIN_FILES", "3"),
+];
 
 fn window_start(ts: i64) -> i64 {
     ts - ts.rem_euclid(WINDOW_MS)
@@ -221,6 +228,15 @@ async fn describe(http: &reqwest::Client, base: &str) -> Option<Value> {
 }
 
 /// Next offsets of the job's partitions, summed (0 when unknown).
+/// `POST /v1/query`; `None` while the server is not answering.
+async fn query(http: &reqwest::Client, base: &str, sql: &str) -> Option<Value> {
+    let r = http.post(format!("{base}/v1/query")).json(&json!({ "sql": sql })).send().await.ok()?;
+    let status = r.status();
+    let v: Value = r.json().await.ok()?;
+    assert!(status.is_success(), "query {sql}: {v}");
+    Some(v)
+}
+
 fn offsets_sum(status: &Value) -> u64 {
     status["partitions"].as_array().map_or(0, |ps| ps.iter().filter_map(|p| p["offset"].as_u64()).sum())
 }
@@ -485,6 +501,43 @@ async fn job_results_exact_after_sigkills() {
         let r: Value = http.get(url).send().await.unwrap().json().await.unwrap();
         assert_eq!(r["events"].as_array().map(Vec::len), Some(0), "late events in partition {p}: {r}");
     }
+
+    // The store, fed by its own sinks through the same kills: every raw event once (by partition and offset),
+    // and every final window once with its exact count.
+    let raw_sql = format!(
+        "SELECT count(*) AS n, count(DISTINCT \"partition\" * 1000000000 + \"offset\") AS distinct_ids FROM {TOPIC}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let raw = loop {
+        let r = query(&http, &base, &raw_sql).await;
+        if r.as_ref().is_some_and(|r| r["rows"][0]["n"].as_u64() == Some(total)) || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let raw = raw.expect("the store answers");
+    assert_eq!(raw["rows"][0]["n"].as_u64(), Some(total), "raw rows in the store: {raw}");
+    assert_eq!(raw["rows"][0]["distinct_ids"].as_u64(), Some(total), "each event once: {raw}");
+    let results_sql = format!(
+        "SELECT CAST(window_start AS BIGINT) AS w, service, n FROM {JOB} WHERE window_start < to_timestamp_millis({last_end})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let r = query(&http, &base, &results_sql).await.expect("the store answers");
+        let rows: Counts = r["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| ((r["w"].as_i64().unwrap(), r["service"].as_str().unwrap().to_string()), r["n"].as_u64().unwrap()))
+            .collect();
+        let len = r["rows"].as_array().unwrap().len();
+        if (rows == expected && len == expected.len()) || Instant::now() > deadline {
+            break (rows, len);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stored.1, expected.len(), "one stored row per final window and key");
+    assert!(stored.0 == expected, "stored results differ from the expected counts");
     drop(server);
     eprintln!("total {:.1}s", started.elapsed().as_secs_f64());
 }
