@@ -101,7 +101,15 @@ impl HotResults {
         {
             return Vec::new();
         }
-        let index = self.index.read();
+        Self::query_index(&self.index.read(), key, from, to, limit)
+    }
+
+    fn query_index(index: &Index, key: Option<&str>, from: Option<i64>, to: Option<i64>, limit: usize) -> Vec<Row> {
+        if let (Some(from), Some(to)) = (from, to)
+            && from >= to
+        {
+            return Vec::new();
+        }
         // Every window ends at most `longest` after it starts, so one ending after `from` starts after
         // `from - longest` (unbounded where that is below i64::MIN); and `low <= to`, which `range` needs.
         let longest = index.longest().max(0);
@@ -147,6 +155,26 @@ impl HotResults {
     pub fn clear(&self) {
         let old = std::mem::take(&mut *self.index.write());
         drop(old);
+    }
+
+    /// Like [`query`](Self::query), restricted to the rows the hot path is guaranteed to hold: those ending after
+    /// the eviction cutoff (the newest window end minus the retention). Returns the cutoff too (`None` before any
+    /// row arrived), read under the same lock, so a reader can get every older window elsewhere without a gap or
+    /// an overlap.
+    pub fn query_recent(
+        &self,
+        key: Option<&str>,
+        from: Option<i64>,
+        to: Option<i64>,
+        limit: usize,
+    ) -> (Option<i64>, Vec<Row>) {
+        let index = self.index.read();
+        let cutoff = index.newest_end.map(|_| index.cutoff(self.retention_ms));
+        let from = match (from, cutoff) {
+            (Some(f), Some(c)) => Some(f.max(c)),
+            (f, c) => f.or(c),
+        };
+        (cutoff, Self::query_index(&index, key, from, to, limit))
     }
 
     pub fn oldest_window_start(&self) -> Option<i64> {

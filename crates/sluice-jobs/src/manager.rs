@@ -436,7 +436,6 @@ impl JobManager {
         Ok((j.hot.clone(), (wm != i64::MIN).then_some(wm)))
     }
 
-    /// Clears a job's latency histogram (benchmarks measure after warm-up).
     /// The group key names of a windowed job (in key order), for readers of its changelog; `None` for an
     /// unknown or stateless job.
     pub fn result_keys(&self, name: &str) -> Option<Vec<String>> {
@@ -447,6 +446,7 @@ impl JobManager {
         }
     }
 
+    /// Clears a job's latency histogram (benchmarks measure after warm-up).
     pub fn reset_latency(&self, name: &str) -> Result<(), JobError> {
         self.get(name)?.stats.latency_us.lock().reset();
         Ok(())

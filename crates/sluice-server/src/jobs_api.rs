@@ -205,27 +205,18 @@ async fn results(
         return Err(ApiError::bad_request("invalid_request", format!("`limit` must be 1..={MAX_RESULT_ROWS}")));
     }
     let (hot, wm) = jobs(&state)?.results(&job)?;
-    // The hot path holds every window from its oldest start on; older windows come from the store. The two
-    // ranges of window starts are disjoint, so the answer has no duplicate at the boundary, and no gap as long as
-    // the store's sink keeps up (its buffered rows are visible to queries).
-    let boundary = hot.oldest_window_start();
-    let mut rows = Vec::new();
+    // The hot path answers for windows ending after its eviction cutoff, the store for those ending at or before
+    // it: one cutoff read with the hot rows splits the range without a gap or an overlap (as long as the store's
+    // sink keeps up; its buffered rows are visible to queries).
+    let (cutoff, recent) = hot.query_recent(q.key.as_deref(), from, to, limit);
+    let mut rows = Vec::with_capacity(recent.len());
     if let Some(store) = state.store()
-        && boundary.is_none_or(|b| from.is_none_or(|f| f < b))
+        && cutoff.is_none_or(|c| from.is_none_or(|f| f < c))
+        && let Some(stored) = store.job_results(&job, q.key.as_deref(), from, to, cutoff, limit).await?
     {
-        let store_to = match (to, boundary) {
-            (Some(t), Some(b)) => Some(t.min(b)),
-            (t, b) => t.or(b),
-        };
-        if let Some(stored) = store.job_results(&job, q.key.as_deref(), from, store_to, limit).await? {
-            rows.extend(
-                stored.into_iter().filter(|r| boundary.is_none_or(|b| r.window_start < b)).map(|r| Arc::new(r.row)),
-            );
-        }
+        rows.extend(stored.into_iter().map(|r| Arc::new(r.row)));
     }
-    if rows.len() < limit {
-        rows.extend(hot.query(q.key.as_deref(), from, to, limit - rows.len()));
-    }
+    rows.extend(recent.into_iter().take(limit - rows.len()));
     Ok(rows_response(&rows, wm))
 }
 

@@ -150,7 +150,7 @@ impl Run {
     async fn run(mut self) {
         let mut backoff = self.opts.min_backoff;
         loop {
-            match self.serve().await {
+            match self.serve(&mut backoff).await {
                 Exit::Stop => {
                     if let Err(e) = self.writer.close().await {
                         tracing::warn!(sink = %self.sink, topic = %self.topic, error = %e, "sink close failed; uncommitted rows are read again at start");
@@ -169,9 +169,6 @@ impl Run {
                         s.errors += 1;
                         s.last_error = Some(e.to_string());
                     });
-                    if let Err(e) = self.writer.reset().await {
-                        tracing::warn!(sink = %self.sink, topic = %self.topic, error = %e, "sink reset failed");
-                    }
                     let mut stop = self.stop.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -190,7 +187,12 @@ impl Run {
     }
 
     /// Reads from the committed offsets until told to stop or something fails.
-    async fn serve(&mut self) -> Exit {
+    async fn serve(&mut self, backoff: &mut Duration) -> Exit {
+        // Whatever the writer applied but did not commit (a previous runner over the same table, a failed
+        // write) is read again from the committed offsets: drop it first, or it would be stored twice.
+        if let Err(e) = self.writer.reset().await {
+            return Exit::Retry(e);
+        }
         let committed = match self.writer.committed().await {
             Ok(c) => c,
             Err(e) => return Exit::Retry(e),
@@ -236,7 +238,10 @@ impl Run {
                 {
                     Ok(r) => {
                         lags[p] = r.high_watermark.saturating_sub(r.next_offset);
-                        if !r.records.is_empty() {
+                        if r.records.is_empty() {
+                            // Nothing to apply, but the read may have stepped over a gap.
+                            offsets[p] = offsets[p].max(r.next_offset);
+                        } else {
                             total += r.records.len();
                             parts.push(PartitionRecords {
                                 partition: p as u32,
@@ -280,6 +285,7 @@ impl Run {
                     return Exit::Retry(e);
                 }
                 write_seconds.observe(started.elapsed().as_secs_f64());
+                *backoff = self.opts.min_backoff;
                 records_counter.inc_by(len);
                 for (p, o) in &next {
                     offsets[*p as usize] = *o;

@@ -86,14 +86,15 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
     /// Sets (or with `None` clears) a table's retention; chunks wholly older are dropped soon after.
     async fn set_retention(&self, name: &str, retention: Option<Duration>) -> Result<Value, StoreApiError>;
 
-    /// Final result rows of `job` whose window intersects `[from, to)`, ordered by window start then key, shaped
-    /// like the hot path's rows. `None` when the store keeps no table for the job.
+    /// Final result rows of `job` whose window intersects `[from, to)` and ends at or before `max_end`, ordered by
+    /// window start then key, shaped like the hot path's rows. `None` when the store keeps no table for the job.
     async fn job_results(
         &self,
         job: &str,
         key: Option<&str>,
         from: Option<i64>,
         to: Option<i64>,
+        max_end: Option<i64>,
         limit: usize,
     ) -> Result<Option<Vec<ResultRow>>, StoreApiError>;
 

@@ -112,7 +112,7 @@ impl EmbeddedStore {
 
     /// Starts a sink for every topic and windowed job that has none (or whose sink stopped), and refreshes the
     /// declared columns of schema-bound tables when their schema gained a version.
-    async fn discover(&self) {
+    async fn discover(self: &Arc<Self>) {
         let topics = match self.log.list_topics().await {
             Ok(t) => t,
             Err(e) => {
@@ -121,26 +121,47 @@ impl EmbeddedStore {
             }
         };
         let mut sinks = self.sinks.lock().await;
+        if *self.stop.borrow() {
+            // Shut down while listing: starting sinks now would outlive the last flush.
+            return;
+        }
+        let mut wanted = Vec::new();
         for t in topics {
             let Some((table, feed)) = self.feed_for(&t.name) else { continue };
-            if let Feed::Raw { .. } = feed
-                && let Err(e) = self.refresh_declared(&table, &t.name)
-            {
-                tracing::warn!(table = %table, error = %e, "store cannot add the schema's columns");
-            }
-            if sinks.get(&table).is_some_and(|h| !h.is_finished()) {
-                continue;
-            }
-            match self.open_table(&table, &t.name, &feed) {
-                Ok(tab) => {
-                    let writer = Box::new(TableSink::new(tab, feed));
-                    let opts = RunnerOptions::default();
-                    let handle = SinkRunner::spawn("store", &t.name, self.log.clone(), writer, opts);
-                    tracing::info!(table = %table, topic = %t.name, "store sink started");
-                    sinks.insert(table, handle);
-                }
-                Err(e) => tracing::warn!(table = %table, error = %e, "store cannot open the table"),
-            }
+            let running = sinks.get(&table).is_some_and(|h| !h.is_finished());
+            wanted.push((table, t.name, feed, running));
+        }
+        // Opening tables and adding columns wait for the table's maintenance lock: off the async workers.
+        let this = self.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .filter_map(|(table, topic, feed, running)| {
+                    if let Feed::Raw { .. } = feed
+                        && let Err(e) = this.refresh_declared(&table, &topic)
+                    {
+                        tracing::warn!(table = %table, error = %e, "store cannot add the schema's columns");
+                    }
+                    if running {
+                        return None;
+                    }
+                    match this.open_table(&table, &topic, &feed) {
+                        Ok(tab) => Some((table, topic, feed, tab)),
+                        Err(e) => {
+                            tracing::warn!(table = %table, error = %e, "store cannot open the table");
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (table, topic, feed, tab) in opened {
+            let writer = Box::new(TableSink::new(tab, feed));
+            let handle = SinkRunner::spawn("store", &topic, self.log.clone(), writer, RunnerOptions::default());
+            tracing::info!(table = %table, topic = %topic, "store sink started");
+            sinks.insert(table, handle);
         }
     }
 
@@ -262,6 +283,10 @@ pub fn avro_columns(schema: &apache_avro::Schema) -> Vec<(String, DataType)> {
 fn api_error(e: StoreError) -> StoreApiError {
     match e {
         StoreError::UnknownTable(t) => StoreApiError::not_found(format!("table `{t}` not found")),
+        e @ (StoreError::InvalidSetting { .. } | StoreError::InvalidName { .. }) => {
+            StoreApiError::new(400, e.code(), e.to_string())
+        }
+        e @ StoreError::WrongKind { .. } => StoreApiError::new(409, e.code(), e.to_string()),
         e => StoreApiError::new(500, e.code(), e.to_string()),
     }
 }
@@ -321,8 +346,10 @@ impl TimeSeriesStore for EmbeddedStore {
         key: Option<&str>,
         from: Option<i64>,
         to: Option<i64>,
+        max_end: Option<i64>,
         limit: usize,
     ) -> Result<Option<Vec<ResultRow>>, StoreApiError> {
+        let limit = limit.min(self.engine.options().max_rows);
         let Some(table) = self.store.table(job) else { return Ok(None) };
         if table.kind() != TableKind::Results {
             return Ok(None);
@@ -342,6 +369,9 @@ impl TimeSeriesStore for EmbeddedStore {
         }
         if let Some(f) = from {
             sql.push_str(&format!(" AND window_end > {}", ts(f)));
+        }
+        if let Some(e) = max_end {
+            sql.push_str(&format!(" AND window_end <= {}", ts(e)));
         }
         if let Some(k) = key {
             sql.push_str(&format!(" AND _key = {}", quote(k)));
@@ -372,10 +402,14 @@ impl TimeSeriesStore for EmbeddedStore {
         for h in sinks {
             h.stop().await;
         }
-        if let Some(m) = self.maintenance.lock().take() {
-            m.stop();
-        }
+        let maintenance = self.maintenance.lock().take();
         let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.flush_all()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(m) = maintenance {
+                m.stop();
+            }
+            store.flush_all()
+        })
+        .await;
     }
 }

@@ -103,9 +103,31 @@ impl QueryError {
             | DataFusionError::NotImplemented(_)
             | DataFusionError::Execution(_)
             | DataFusionError::Configuration(_)
-            | DataFusionError::ArrowError(..) => QueryError::BadQuery { message: root.strip_backtrace() },
+            | DataFusionError::ArrowError(..) => {
+                QueryError::BadQuery { message: plain_message(&root.strip_backtrace()) }
+            }
             _ => QueryError::Internal(err.strip_backtrace()),
         }
+    }
+}
+
+/// DataFusion's message without its capitalised category prefix, lowercase first (the API's error style).
+fn plain_message(text: &str) -> String {
+    const PREFIXES: [&str; 6] = [
+        "Error during planning: ",
+        "Schema error: ",
+        "This feature is not implemented: ",
+        "Execution error: ",
+        "Invalid or Unsupported Configuration: ",
+        "Arrow error: ",
+    ];
+    let rest = PREFIXES.iter().find_map(|p| text.strip_prefix(p)).unwrap_or(text);
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some(c) if c.is_uppercase() && !chars.clone().next().is_some_and(|n| n.is_uppercase()) => {
+            c.to_lowercase().chain(chars).collect()
+        }
+        _ => rest.to_string(),
     }
 }
 

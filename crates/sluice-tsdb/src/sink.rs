@@ -136,8 +136,11 @@ impl SinkWriter for TableSink {
     }
 
     async fn reset(&mut self) -> Result<(), SinkError> {
-        self.table.discard_buffer();
-        Ok(())
+        // Waits for a running flush or compaction: off the async workers.
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || table.discard_buffer())
+            .await
+            .map_err(|e| SinkError::new("internal", format!("store reset task failed: {e}")))
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {

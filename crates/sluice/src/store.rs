@@ -228,8 +228,8 @@ pub struct StoreBenchArgs {
     #[arg(long, default_value_t = 24)]
     hours: i64,
     /// Runs of each query (the median is reported).
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    runs: u16,
     /// Rows per flush (the store's `flush_rows`).
     #[arg(long, default_value_t = 262_144)]
     flush_rows: usize,
@@ -257,7 +257,7 @@ pub async fn bench(args: StoreBenchArgs) -> Result<()> {
         dir,
         rows: args.rows,
         hours: args.hours,
-        query_runs: args.runs,
+        query_runs: args.runs.into(),
         flush_rows: args.flush_rows,
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         memory_limit_bytes: 2 << 30,

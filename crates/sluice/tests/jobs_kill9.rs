@@ -228,6 +228,15 @@ async fn describe(http: &reqwest::Client, base: &str) -> Option<Value> {
 }
 
 /// Next offsets of the job's partitions, summed (0 when unknown).
+/// `GET /v1/tables/{table}`; `None` before the table exists.
+async fn store_table(http: &reqwest::Client, base: &str, table: &str) -> Option<Value> {
+    let r = http.get(format!("{base}/v1/tables/{table}")).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
 /// `POST /v1/query`; `None` while the server is not answering.
 async fn query(http: &reqwest::Client, base: &str, sql: &str) -> Option<Value> {
     let r = http.post(format!("{base}/v1/query")).json(&json!({ "sql": sql })).send().await.ok()?;
@@ -304,12 +313,15 @@ async fn job_results_exact_after_sigkills() {
 
     // Kill at random moments; note where the job was each time.
     let (mut at_startup, mut mid_stream, mut after_catch_up) = (0, 0, 0);
+    // Kills that found the raw table part-written (some rows in files, not all).
+    let mut store_mid_way = 0;
     let mut kill_log = String::new();
     for round in 0..rounds {
         // Mostly 100-700 ms; every fifth kill comes sooner, while the job restores its checkpoint and replays.
         let sleep = if round % 5 == 4 { rng.random_range(0..100) } else { rng.random_range(100..700) };
         tokio::time::sleep(Duration::from_millis(sleep)).await;
         let seen = describe(&http, &base).await;
+        let table = store_table(&http, &base, TOPIC).await;
         server.0.kill().expect("SIGKILL the server");
         server.0.wait().unwrap();
         let what = match &seen {
@@ -326,9 +338,15 @@ async fn job_results_exact_after_sigkills() {
                 "restoring, nothing read yet"
             }
         };
+        let stored = table.as_ref().and_then(|t| t["rows"].as_u64());
+        if stored.is_some_and(|r| r > 0 && r < total) {
+            store_mid_way += 1;
+        }
         let line = format!(
-            "kill {round:>2} after {sleep:>3} ms ({what}): {}",
-            seen.as_ref().map_or_else(|| "no status".to_string(), brief)
+            "kill {round:>2} after {sleep:>3} ms ({what}): {}; store: {:?} rows in files, {:?} buffered",
+            seen.as_ref().map_or_else(|| "no status".to_string(), brief),
+            stored,
+            table.as_ref().and_then(|t| t["buffered_rows"].as_u64()),
         );
         eprintln!("{line}");
         kill_log.push_str(&line);
@@ -490,6 +508,7 @@ async fn job_results_exact_after_sigkills() {
         );
     }
     assert!(mid_stream > 0, "no kill landed while the job was processing: make the input larger");
+    assert!(store_mid_way > 0, "no kill landed while the store was part-way through the topic");
     assert!(settled, "the job never settled (lag 0, all windows final, quiet changelog): {status}");
     assert_eq!(got_sum, EVENTS);
     assert_eq!(status["state"], "running", "job status: {status}");
