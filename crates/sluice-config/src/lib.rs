@@ -80,7 +80,7 @@ impl Default for StoreConfig {
             chunk_width: HumanDuration(Duration::from_secs(3600)),
             results_chunk_width: HumanDuration(Duration::from_secs(86_400)),
             retention: Retention(None),
-            compact_min_files: 8,
+            compact_min_files: 32,
             query_timeout: HumanDuration(Duration::from_secs(30)),
             query_memory_limit: ByteSize(512 << 20),
             query_max_rows: 100_000,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sluice_schema::reader::ValueDecoder;
+use sluice_schema::reader::{ValueDecoder, ValueFormat, value_format};
 use sluice_sink::{SinkBatch, SinkError, SinkWriter, metrics};
 
 use crate::table::Table;
@@ -55,15 +55,21 @@ impl SinkWriter for TableSink {
                     let mut failed = 0u64;
                     for part in &batch.parts {
                         for rec in &part.records {
-                            buf.clear();
-                            let schema_id = match decoder.decode(&rec.value, reader.as_deref(), &mut buf) {
-                                Ok(sluice_schema::reader::Decoded::Json) => None,
-                                Ok(sluice_schema::reader::Decoded::Avro { schema_id }) => Some(schema_id),
-                                Err(_) => {
-                                    failed += 1;
-                                    continue;
+                            // JSON values go straight to the rows builder, which parses (and so checks) them once.
+                            let json = value_format(&rec.value) == ValueFormat::Json;
+                            let schema_id = if json {
+                                None
+                            } else {
+                                buf.clear();
+                                match decoder.decode_avro(&rec.value, reader.as_deref(), &mut buf) {
+                                    Ok(id) => Some(id),
+                                    Err(_) => {
+                                        failed += 1;
+                                        continue;
+                                    }
                                 }
                             };
+                            let value: &[u8] = if json { &rec.value } else { &buf };
                             // A row the store cannot take is skipped and counted, never retried forever.
                             match rows.raw_row(
                                 rec.timestamp,
@@ -72,7 +78,7 @@ impl SinkWriter for TableSink {
                                 rec.offset,
                                 rec.key.as_deref(),
                                 schema_id,
-                                &buf,
+                                value,
                             ) {
                                 Ok(()) => appended.push(rec.append_time),
                                 Err(_) => failed += 1,

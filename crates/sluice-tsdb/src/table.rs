@@ -96,7 +96,7 @@ impl Default for TableOptions {
         TableOptions {
             flush_rows: 100_000,
             flush_interval: Duration::from_secs(10),
-            compact_min_files: 8,
+            compact_min_files: 32,
             target_file_bytes: 128 << 20,
             row_group_rows: 128 * 1024,
             zstd_level: 1,
