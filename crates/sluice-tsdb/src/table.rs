@@ -1320,7 +1320,12 @@ fn reconcile(current: &Mapping, batch: RecordBatch) -> Result<(RecordBatch, Mapp
     let mut moved = Vec::new();
     let schema = batch.schema();
     for (i, field) in schema.fields().iter().enumerate() {
-        let ty = ColumnType::from_data_type(field.data_type());
+        // A batch column's own type, exactly: `from_data_type` maps declared types, and would turn the Int32 meta
+        // columns (`partition`, `schema_id`) into Int64 and so into a false conflict.
+        let ty = match field.data_type() {
+            DataType::Int32 => ColumnType::Int32,
+            dt => ColumnType::from_data_type(dt),
+        };
         match mapping.index.get(field.name()).copied() {
             Some(j) => {
                 let have = mapping.columns[j].ty;
