@@ -31,6 +31,17 @@ struct ModelWriter {
 }
 
 impl ModelWriter {
+    fn new(durable: &Arc<Mutex<Durable>>, fail_every: usize, slow: Duration) -> Self {
+        ModelWriter {
+            durable: durable.clone(),
+            buffer: vec![],
+            pending_offsets: BTreeMap::new(),
+            writes: 0,
+            fail_every,
+            slow,
+        }
+    }
+
     fn commit(&mut self) {
         let mut d = self.durable.lock();
         d.values.append(&mut self.buffer);
@@ -139,14 +150,7 @@ fn assert_exactly_once(d: &Durable, partitions: u32, per_partition: u64) {
 async fn failures_and_restarts_apply_every_record_once() {
     let (_dir, log) = log_with("t", 3, 5000).await;
     let durable = Arc::new(Mutex::new(Durable::default()));
-    let writer = |fail_every| ModelWriter {
-        durable: durable.clone(),
-        buffer: vec![],
-        pending_offsets: BTreeMap::new(),
-        writes: 0,
-        fail_every,
-        slow: Duration::ZERO,
-    };
+    let writer = |fail_every| ModelWriter::new(&durable, fail_every, Duration::ZERO);
     // First runner: fails every fifth write, and is aborted (a crash: no close) part-way.
     let h = SinkRunner::spawn("model", "t", log.clone(), Box::new(writer(5)), opts());
     wait_until(|| h.status().errors > 0 && durable.lock().values.len() > 4000).await;
@@ -163,14 +167,7 @@ async fn failures_and_restarts_apply_every_record_once() {
 async fn a_slow_writer_holds_reading_back() {
     let (_dir, log) = log_with("t", 2, 3000).await;
     let durable = Arc::new(Mutex::new(Durable::default()));
-    let w = ModelWriter {
-        durable: durable.clone(),
-        buffer: vec![],
-        pending_offsets: BTreeMap::new(),
-        writes: 0,
-        fail_every: 0,
-        slow: Duration::from_millis(100),
-    };
+    let w = ModelWriter::new(&durable, 0, Duration::from_millis(100));
     let h = SinkRunner::spawn("model", "t", log.clone(), Box::new(w), opts());
     tokio::time::sleep(Duration::from_millis(250)).await;
     let s = h.status();
@@ -186,14 +183,7 @@ async fn a_slow_writer_holds_reading_back() {
 async fn a_deleted_topic_stops_the_runner() {
     let (_dir, log) = log_with("t", 1, 10).await;
     let durable = Arc::new(Mutex::new(Durable::default()));
-    let w = ModelWriter {
-        durable: durable.clone(),
-        buffer: vec![],
-        pending_offsets: BTreeMap::new(),
-        writes: 0,
-        fail_every: 0,
-        slow: Duration::ZERO,
-    };
+    let w = ModelWriter::new(&durable, 0, Duration::ZERO);
     let h = SinkRunner::spawn("model", "t", log.clone(), Box::new(w), opts());
     wait_until(|| h.status().records == 10).await;
     log.delete_topic("t").await.unwrap();

@@ -106,10 +106,6 @@ impl EmbeddedStore {
         Ok(this)
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
     /// Starts a sink for every topic and windowed job that has none (or whose sink stopped), and refreshes the
     /// declared columns of schema-bound tables when their schema gained a version.
     async fn discover(self: &Arc<Self>) {

@@ -35,6 +35,10 @@ use crate::manifest::{
 use crate::rows::{ColumnDef, ColumnType, EXTRA_COLUMN, MAX_COLUMNS, Mapping, RowsBuilder};
 use crate::snapshot::{FileRef, TableSnapshot, adapt_batch};
 
+/// What a flush produced before its commit: the new manifest, the files it replaces, and (results tables) the
+/// committed key hashes of each rewritten chunk.
+type FlushPlan = (Manifest, Vec<PathBuf>, Vec<(i64, Option<HashSet<u64>>)>);
+
 /// Default chunk widths: raw tables one hour, results tables one day.
 pub const RAW_CHUNK_WIDTH_MS: i64 = 3_600_000;
 pub const RESULTS_CHUNK_WIDTH_MS: i64 = 86_400_000;
@@ -690,14 +694,13 @@ impl Table {
     }
 
     /// Raw flush: one new file per chunk touched, rows sorted by time.
-    #[allow(clippy::type_complexity)]
     fn flush_raw(
         &self,
         taken: &Buffer,
         manifest: &Manifest,
         mapping: &Mapping,
         written: &mut Vec<PathBuf>,
-    ) -> Result<(Manifest, Vec<PathBuf>, Vec<(i64, Option<HashSet<u64>>)>), StoreError> {
+    ) -> Result<FlushPlan, StoreError> {
         let schema = mapping.schema();
         let mut new = manifest.clone();
         if taken.rows > 0 {
@@ -730,19 +733,19 @@ impl Table {
     }
 
     /// Keyed flush: each affected chunk's files merged with the buffered upserts and deletes into one new file.
-    #[allow(clippy::type_complexity)]
     fn flush_keyed(
         &self,
         taken: &Buffer,
         manifest: &Manifest,
         mapping: &Mapping,
         written: &mut Vec<PathBuf>,
-    ) -> Result<(Manifest, Vec<PathBuf>, Vec<(i64, Option<HashSet<u64>>)>), StoreError> {
+    ) -> Result<FlushPlan, StoreError> {
         let schema = mapping.schema();
         let mut new = manifest.clone();
         let mut replaced = Vec::new();
         let mut key_sets = Vec::new();
-        // Keys by chunk.
+        // Keys by chunk: start -> (end, keys).
+        #[allow(clippy::type_complexity)]
         let mut by_chunk: BTreeMap<i64, (i64, Vec<(&Pk, Slot)>)> = BTreeMap::new();
         for (pk, &slot) in &taken.keys {
             let (start, end) = chunk_for(&manifest.chunks, manifest.chunk_width_ms, pk.0);

@@ -49,6 +49,12 @@ impl Server {
         self.post("/v1/query", json!({ "sql": sql })).await
     }
 
+    /// `POST /v1/query` asking for another format by `Accept`; the raw response.
+    async fn query_as(&self, accept: &str, sql: &str) -> reqwest::Response {
+        let req = self.http.post(format!("{}/v1/query", self.base)).header("accept", accept);
+        req.json(&json!({ "sql": sql })).send().await.unwrap()
+    }
+
     /// Runs `sql` until `done` accepts the answer (the sinks apply events within a few hundred ms).
     async fn query_until(&self, sql: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -160,25 +166,13 @@ async fn json_topics_become_typed_tables_and_answer_sql() {
 
     // CSV and Arrow IPC by Accept header.
     let r = s
-        .http
-        .post(format!("{}/v1/query", s.base))
-        .header("accept", "text/csv")
-        .json(&json!({"sql": "SELECT service, count(*) AS n FROM http_requests GROUP BY service ORDER BY service"}))
-        .send()
-        .await
-        .unwrap();
+        .query_as("text/csv", "SELECT service, count(*) AS n FROM http_requests GROUP BY service ORDER BY service")
+        .await;
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = r.text().await.unwrap();
     assert_eq!(csv.lines().next(), Some("service,n"), "{csv}");
     assert_eq!(csv.lines().count(), 4, "{csv}");
-    let r = s
-        .http
-        .post(format!("{}/v1/query", s.base))
-        .header("accept", "application/vnd.apache.arrow.stream")
-        .json(&json!({"sql": "SELECT 1 AS one"}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.query_as("application/vnd.apache.arrow.stream", "SELECT 1 AS one").await;
     assert_eq!(r.headers()["content-type"], "application/vnd.apache.arrow.stream");
     let ipc = r.bytes().await.unwrap();
     assert!(
