@@ -39,6 +39,174 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
     /// The embedded time-series store and SQL queries.
     pub store: StoreConfig,
+    /// The four alerts evaluated in-process (`GET /v1/alerts`, `sluice status`).
+    pub alerts: AlertsConfig,
+    /// Full-text search over the events of chosen topics.
+    pub search: SearchConfig,
+    /// Distributed tracing: OpenTelemetry OTLP export and sampling of new traces at ingest.
+    pub tracing: TracingConfig,
+}
+
+/// `[tracing]`: spans of every stage exported over OTLP/HTTP (protobuf), off unless `otlp_endpoint` is set.
+/// A W3C `traceparent` arriving with an event is always stored with it; new traces are started at ingest only
+/// while export is on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://localhost:4318` (spans go to `/v1/traces`); empty: off.
+    /// Plain HTTP only (a collector or agent beside the process).
+    pub otlp_endpoint: String,
+    /// Share of new traces (requests without a `traceparent`) that are sampled, 0 to 1.
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// How long finished spans wait before they are exported in a batch.
+    pub export_interval: HumanDuration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: String::new(),
+            sample_ratio: 0.01,
+            service_name: "sluice".into(),
+            export_interval: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// `[search]`: topics with an index definition (here or over `PUT /v1/topics/{topic}/index`) are indexed for
+/// full-text search, one index per time partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Feed the indexes; when off, searches still answer over what is indexed.
+    pub enabled: bool,
+    /// Default time from ingest to searchable (each refresh is a commit of the index), like Elasticsearch's.
+    pub refresh_interval: HumanDuration,
+    /// Default width of one index partition (events are routed by their time); retention drops whole partitions.
+    pub partition: HumanDuration,
+    /// Default retention of every index: partitions wholly older are dropped. `"forever"` keeps everything.
+    pub retention: Retention,
+    /// Indexing memory per topic before a segment is written out (tantivy's budget, at least 15MiB).
+    pub writer_memory: ByteSize,
+    /// Indexing threads per topic.
+    pub indexing_threads: usize,
+    /// Background merge threads per open index writer: merges are bounded to this much CPU.
+    pub merge_threads: usize,
+    /// Longest a search may run.
+    pub query_timeout: HumanDuration,
+    /// Most hits one page may hold.
+    pub max_limit: usize,
+    /// Index definitions applied at start-up (a changed definition rebuilds that index from the log).
+    pub indexes: Vec<IndexDefinition>,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            enabled: true,
+            refresh_interval: HumanDuration(Duration::from_secs(1)),
+            partition: HumanDuration(Duration::from_secs(3_600)),
+            retention: Retention(None),
+            writer_memory: ByteSize(64 << 20),
+            indexing_threads: 1,
+            merge_threads: 1,
+            query_timeout: HumanDuration(Duration::from_secs(5)),
+            max_limit: 1000,
+            indexes: Vec::new(),
+        }
+    }
+}
+
+/// Which fields of a topic's events are searchable and how. Every field left out is only kept in the stored
+/// event. `fields` empty means "pick defaults": from the topic's schema, else from its recent events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexDefinition {
+    /// The topic (in the config file; over the API it is the path's).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub topic: String,
+    /// Field path (dots reach into nested objects) -> how it is indexed.
+    pub fields: std::collections::BTreeMap<String, FieldSpec>,
+    /// Fields kept in the stored event shown with each hit; empty keeps the whole event.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stored: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<HumanDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<HumanDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// How one field is indexed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    #[serde(rename = "type")]
+    pub kind: FieldKind,
+    /// For `text`: `default` (split on non-alphanumerics, lowercased), `en_stem` (plus English stemming),
+    /// `whitespace`, or `raw` (the whole value is one token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analyzer: Option<String>,
+    /// For `text`: also keep the exact value for facets (like a `.keyword` sub-field).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keyword: bool,
+}
+
+/// The kinds of indexed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    /// Tokenized full text: terms, phrases, wildcards.
+    Text,
+    /// The exact value: exact match and facets.
+    Keyword,
+    /// A number (as f64): range filters.
+    Number,
+    /// A time (RFC 3339 text or epoch milliseconds): range filters.
+    Time,
+}
+
+/// `[alerts]`: the four alerts Sluice evaluates itself, the same as `deploy/prometheus/alerts.yml`: consumer lag,
+/// end-to-end P99 latency, error rate and disk utilisation. Each is `pending` while its condition holds for less
+/// than `for`, then `firing`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Events a stream job or sink may be behind its source topic (the worst one counts).
+    pub lag_records: u64,
+    /// End-to-end P99 (ingest acknowledgement -> committed in a sink), over `window`.
+    pub e2e_p99: HumanDuration,
+    /// Errors of every stage per ingested event, over `window` (0.001 = 0.1%).
+    pub error_rate: f64,
+    /// Used share of the data directory's filesystem, as `df` computes it.
+    pub disk_used_ratio: f64,
+    /// How long a condition must hold before the alert fires.
+    #[serde(rename = "for")]
+    pub for_: HumanDuration,
+    /// The span that rates and the P99 are computed over.
+    pub window: HumanDuration,
+    /// How often metrics are sampled and the alerts evaluated.
+    pub eval_interval: HumanDuration,
+    /// How often the data directory is walked to measure its size (the filesystem is read every evaluation).
+    pub disk_scan_interval: HumanDuration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            lag_records: 10_000,
+            e2e_p99: HumanDuration(Duration::from_millis(500)),
+            error_rate: 0.001,
+            disk_used_ratio: 0.8,
+            for_: HumanDuration(Duration::from_secs(60)),
+            window: HumanDuration(Duration::from_secs(300)),
+            eval_interval: HumanDuration(Duration::from_secs(5)),
+            disk_scan_interval: HumanDuration(Duration::from_secs(60)),
+        }
+    }
 }
 
 /// `[store]`: every user topic becomes a table of its raw events and every windowed job a table of its results.
@@ -204,6 +372,9 @@ impl Default for Config {
             stream: StreamConfig::default(),
             jobs: Vec::new(),
             store: StoreConfig::default(),
+            alerts: AlertsConfig::default(),
+            search: SearchConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -287,6 +458,30 @@ impl Config {
     /// Checks values serde cannot: ranges and relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, msg: String| Err(ConfigError::Invalid(format!("invalid value for `{key}`: {msg}")));
+        let s = &self.search;
+        if s.refresh_interval.0 < Duration::from_millis(10) {
+            return bad("search.refresh_interval", "must be at least 10ms".into());
+        }
+        if s.partition.0 < Duration::from_secs(60) {
+            return bad("search.partition", "must be at least 1m".into());
+        }
+        if s.writer_memory.0 < 15 << 20 {
+            return bad("search.writer_memory", "must be at least 15MiB".into());
+        }
+        if s.indexing_threads == 0 || s.merge_threads == 0 || s.max_limit == 0 {
+            return bad("search", "indexing_threads, merge_threads and max_limit must be greater than 0".into());
+        }
+        if let Some(i) = s.indexes.iter().find(|i| i.topic.is_empty()) {
+            return bad("search.indexes", format!("an index definition has no topic ({} fields)", i.fields.len()));
+        }
+        let t = &self.tracing;
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return bad("tracing.sample_ratio", format!("{} is not between 0 and 1", t.sample_ratio));
+        }
+        if !t.otlp_endpoint.is_empty() && !t.otlp_endpoint.starts_with("http://") {
+            // The exporter is built without TLS: a collector sidecar or agent on the host is the expected set-up.
+            return bad("tracing.otlp_endpoint", format!("`{}` is not an http:// url", t.otlp_endpoint));
+        }
         let l = &self.limits;
         if l.max_body_bytes.0 == 0 {
             return bad("limits.max_body_bytes", "must be greater than 0".into());
@@ -336,6 +531,22 @@ impl Config {
             && d.0.is_zero()
         {
             return bad("log.fsync", "interval must be greater than 0 (or \"always\")".into());
+        }
+        let al = &self.alerts;
+        if !(0.0..=1.0).contains(&al.error_rate) {
+            return bad("alerts.error_rate", format!("must be between 0 and 1 (got {})", al.error_rate));
+        }
+        if !(0.0..=1.0).contains(&al.disk_used_ratio) {
+            return bad("alerts.disk_used_ratio", format!("must be between 0 and 1 (got {})", al.disk_used_ratio));
+        }
+        if al.eval_interval.0 < Duration::from_millis(100) {
+            return bad("alerts.eval_interval", "must be at least 100ms".into());
+        }
+        if al.window.0 < al.eval_interval.0 * 2 {
+            return bad("alerts.window", "must be at least twice alerts.eval_interval".into());
+        }
+        if al.disk_scan_interval.0 < Duration::from_secs(1) {
+            return bad("alerts.disk_scan_interval", "must be at least 1s".into());
         }
         let so = &self.store;
         if so.flush_rows == 0 {
@@ -624,6 +835,43 @@ mod tests {
         assert!(e.contains("http.addr"), "{e}");
         let e = err("[[topics]]\nname = \"a\"\n[[topics]]\nname = \"a\"\n", &[]);
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn tracing_section() {
+        assert!(Config::default().tracing.otlp_endpoint.is_empty(), "export is off by default");
+        let e = err("[tracing]\nsample_ratio = 1.5\n", &[]);
+        assert!(e.contains("tracing.sample_ratio"), "{e}");
+        let e = err("[tracing]\notlp_endpoint = \"localhost:4318\"\n", &[]);
+        assert!(e.contains("tracing.otlp_endpoint"), "{e}");
+        Jail::expect_with(|jail| {
+            let env = [("SLUICE__TRACING__SAMPLE_RATIO", "0.5")];
+            let c = load_str(jail, "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\n", &env).unwrap();
+            assert_eq!((c.tracing.otlp_endpoint.as_str(), c.tracing.sample_ratio), ("http://127.0.0.1:4318", 0.5));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn alerts_section_parses() {
+        Jail::expect_with(|jail| {
+            let toml = "[alerts]\nlag_records = 50\ne2e_p99 = \"250ms\"\nerror_rate = 0.01\ndisk_used_ratio = 0.9\nfor = \"2s\"\nwindow = \"10s\"\neval_interval = \"200ms\"\n";
+            let c = load_str(jail, toml, &[("SLUICE__ALERTS__DISK_SCAN_INTERVAL", "5s")]).unwrap();
+            let a = &c.alerts;
+            assert_eq!(a.lag_records, 50);
+            assert_eq!(a.e2e_p99.0, Duration::from_millis(250));
+            assert_eq!((a.error_rate, a.disk_used_ratio), (0.01, 0.9));
+            assert_eq!(a.for_.0, Duration::from_secs(2));
+            assert_eq!(a.window.0, Duration::from_secs(10));
+            assert_eq!(a.eval_interval.0, Duration::from_millis(200));
+            assert_eq!(a.disk_scan_interval.0, Duration::from_secs(5));
+            assert_eq!(Config::default().alerts.lag_records, 10_000);
+            Ok(())
+        });
+        let e = err("[alerts]\nerror_rate = 2\n", &[]);
+        assert!(e.contains("alerts.error_rate"), "{e}");
+        let e = err("[alerts]\nwindow = \"1s\"\n", &[]);
+        assert!(e.contains("alerts.window"), "{e}");
     }
 
     #[test]

@@ -247,6 +247,7 @@ impl JobManager {
                     Err(e) => {
                         tracing::error!(job = %def.name, error = %e, "job failed; restarting from its last checkpoint");
                         metrics::RESTARTS.with_label_values(&[&def.name]).inc();
+                        sluice_telemetry::record_error("job", "failure", 1, &def.name, &e);
                         *j.state.lock() = RunState::Failed(e.to_string());
                         if started.elapsed() > Duration::from_secs(60) {
                             backoff = Duration::from_millis(200);
@@ -402,6 +403,14 @@ impl JobManager {
         }
         let lag = j.stats.lag();
         metrics::LAG.with_label_values(&[&j.plan.name]).set(lag as i64);
+        let now = sluice_log::now_ms();
+        let wm = j.stats.watermark.load(Ordering::Relaxed);
+        if wm != i64::MIN {
+            metrics::WATERMARK_DELAY.with_label_values(&[&j.plan.name]).set((now - wm).max(0) as f64 / 1000.0);
+        }
+        if let Some(at) = j.stats.last_checkpoint.lock().as_ref().map(|c| c.at_ms) {
+            metrics::CHECKPOINT_AGE.with_label_values(&[&j.plan.name]).set((now - at).max(0) as f64 / 1000.0);
+        }
     }
 
     /// Keeps the lag gauges current for scrapes, whatever the jobs are doing.

@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    HistogramVec, IntCounterVec, IntGaugeVec, exponential_buckets, register_histogram_vec, register_int_counter_vec,
-    register_int_gauge_vec,
+    CounterVec, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, exponential_buckets, register_counter_vec,
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
 };
 
 pub(crate) static RECORDS_IN: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -53,9 +53,13 @@ pub(crate) static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub(crate) static WATERMARK: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("sluice_job_watermark_ms", "The job's event-time watermark, ms since the epoch.", &["job"])
-        .expect("metric registers once")
+pub(crate) static WATERMARK: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "sluice_job_watermark_timestamp_seconds",
+        "The job's event-time watermark, seconds since the epoch.",
+        &["job"]
+    )
+    .expect("metric registers once")
 });
 
 pub(crate) static STATE_ENTRIES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
@@ -117,6 +121,48 @@ pub(crate) static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// The operators a job's time is split into (the `operator` label): `read` (log reads of the source), `process`
+/// (decode, filter, window assignment and partial aggregation of one page), `merge` (a state shard merging a
+/// batch of partial aggregates), `emit` (changelog, hot results and output appends).
+pub(crate) const OPERATORS: [&str; 4] = ["read", "process", "merge", "emit"];
+
+pub(crate) static OPERATOR_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "sluice_job_operator_seconds",
+        "Time one batch spent in an operator of the job (read, process, merge, emit).",
+        &["job", "operator"],
+        exponential_buckets(0.00001, 2.0, 20).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
+pub(crate) static BACKPRESSURE_SECONDS: LazyLock<CounterVec> = LazyLock::new(|| {
+    register_counter_vec!(
+        "sluice_job_backpressure_seconds_total",
+        "Time the job's source tasks waited because the next stage (state shards, log appends) was full.",
+        &["job"]
+    )
+    .expect("metric registers once")
+});
+
+pub(crate) static WATERMARK_DELAY: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "sluice_job_watermark_delay_seconds",
+        "Now minus the job's event-time watermark (updated every second; absent until the first watermark).",
+        &["job"]
+    )
+    .expect("metric registers once")
+});
+
+pub(crate) static CHECKPOINT_AGE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "sluice_job_checkpoint_age_seconds",
+        "Time since the job's last complete checkpoint (updated every second; absent until the first one).",
+        &["job"]
+    )
+    .expect("metric registers once")
+});
+
 /// Drops every series of a dropped job, so `/metrics` does not report ghosts.
 pub(crate) fn forget(job: &str) {
     for c in [&*RECORDS_IN, &*RECORDS_FILTERED_OUT, &*LATE_EVENTS, &*DECODE_ERRORS, &*RESTARTS, &*CHECKPOINT_FAILURES] {
@@ -125,10 +171,17 @@ pub(crate) fn forget(job: &str) {
     for kind in ["partial", "final", "deleted", "row"] {
         let _ = RESULTS.remove_label_values(&[job, kind]);
     }
-    for g in [&*LAG, &*WATERMARK, &*STATE_ENTRIES, &*RUNNING, &*CHECKPOINT_BYTES] {
+    for g in [&*LAG, &*STATE_ENTRIES, &*RUNNING, &*CHECKPOINT_BYTES] {
         let _ = g.remove_label_values(&[job]);
     }
     for h in [&*CHECKPOINT_SECONDS, &*CHECKPOINT_PAUSE_SECONDS, &*LATENCY] {
         let _ = h.remove_label_values(&[job]);
+    }
+    for op in OPERATORS {
+        let _ = OPERATOR_SECONDS.remove_label_values(&[job, op]);
+    }
+    let _ = BACKPRESSURE_SECONDS.remove_label_values(&[job]);
+    for g in [&*WATERMARK, &*WATERMARK_DELAY, &*CHECKPOINT_AGE] {
+        let _ = g.remove_label_values(&[job]);
     }
 }

@@ -38,8 +38,10 @@ use sluice_stream::agg::AggState;
 use sluice_stream::datum::Datum;
 use sluice_stream::plan::{JobPlan, PlanBody, RecordMeta, StatelessPlan, WindowedPlan};
 use sluice_stream::{Lateness, SessionChange, SessionSet, Window, WindowSpec};
+use sluice_telemetry::trace;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::checkpoint::CheckpointStore;
 use crate::error::JobError;
@@ -397,8 +399,34 @@ fn count_page(cfg: &RunnerConfig, partition: u32, read: usize, filtered: u64, un
     if undecodable > 0 {
         metrics::DECODE_ERRORS.with_label_values(&[job]).inc_by(undecodable);
         tracing::warn!(job = %job, partition, count = undecodable, "skipped records that do not decode");
+        sluice_telemetry::record_error(
+            "job",
+            "decode",
+            undecodable,
+            job,
+            &format_args!("{undecodable} records of partition {partition} do not decode (skipped, dead-lettered)"),
+        );
     }
     cfg.stats.records_in.fetch_add(read as u64, Ordering::Relaxed);
+}
+
+/// Times one batch in `operator` (one of [`metrics::OPERATORS`]) of the job.
+fn observe_operator(job: &str, operator: &str, started: Instant) {
+    metrics::OPERATOR_SECONDS.with_label_values(&[job, operator]).observe(started.elapsed().as_secs_f64());
+}
+
+/// Sends to the job's next stage; the time spent waiting because it is full counts as backpressure.
+async fn send_or_wait<T>(tx: &mpsc::Sender<T>, msg: T, job: &str) -> Result<(), JobError> {
+    match tx.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(JobError::Stopped),
+        Err(mpsc::error::TrySendError::Full(msg)) => {
+            let started = Instant::now();
+            let sent = tx.send(msg).await.map_err(|_| JobError::Stopped);
+            metrics::BACKPRESSURE_SECONDS.with_label_values(&[job]).inc_by(started.elapsed().as_secs_f64());
+            sent
+        }
+    }
 }
 
 /// The job's partition progress at the start of a run.
@@ -693,8 +721,43 @@ fn cfg_fingerprint(cfg: &RunnerConfig) -> u64 {
     fingerprint(&cfg.sql)
 }
 
+/// The span of one page of source records (`job.process`) and, for each traced record in it (a sampled
+/// `traceparent` header, only while spans are exported), a `job.event` span in that record's trace, by offset.
+/// Both last until the page is processed and its outputs appended; only traced records pay for theirs.
+fn trace_page(job: &str, partition: u32, records: &[StoredRecord]) -> (tracing::Span, Vec<(u64, tracing::Span)>) {
+    let span = tracing::info_span!("job.process", job = %job, partition, records = records.len());
+    let traced = trace::traced_records(records.iter().map(|r| &r.headers[..]));
+    if traced.is_empty() {
+        return (span, Vec::new());
+    }
+    trace::continue_batch(&span, traced.iter().map(|(_, tp)| tp));
+    let events = traced
+        .into_iter()
+        .map(|(i, tp)| {
+            let event = tracing::info_span!(parent: None, "job.event", job = %job, partition);
+            trace::set_parent(&event, &tp);
+            (records[i].offset, event)
+        })
+        .collect();
+    (span, events)
+}
+
+/// Carries the trace of a traced input record to the record written for it: its `job.event` span becomes the
+/// parent of the next stage's spans.
+fn forward_trace(
+    mut headers: Vec<(String, Bytes)>,
+    traced: &[(u64, tracing::Span)],
+    offset: u64,
+) -> Vec<(String, Bytes)> {
+    if let Some(tp) = traced.iter().find(|(o, _)| *o == offset).and_then(|(_, span)| trace::traceparent_of(span)) {
+        headers.push((trace::TRACEPARENT_HEADER.to_string(), Bytes::from(tp.to_string())));
+    }
+    headers
+}
+
 /// One barrier-aligned checkpoint; see the module docs.
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "job.checkpoint", level = "info", skip_all, fields(job = %cfg.name, epoch))]
 async fn checkpoint(
     cfg: &RunnerConfig,
     epoch: u64,
@@ -771,6 +834,7 @@ async fn checkpoint(
         .map_err(|e| JobError::Invalid(format!("checkpoint writer panicked: {e}")))?;
     if let Err(e) = written {
         metrics::CHECKPOINT_FAILURES.with_label_values(&[&cfg.name]).inc();
+        sluice_telemetry::record_error("job", "checkpoint", 1, &cfg.name, &e);
         tracing::warn!(job = %cfg.name, epoch, error = %e, "checkpoint failed; the previous one stays in use");
         return Ok(());
     }
@@ -1025,9 +1089,8 @@ impl SourceTask {
                 continue;
             }
             let entries = map.into_iter().map(|((w, k), s)| (w, k, s)).collect();
-            tx.send(ShardMsg::Delta(Delta { entries, progress: progress.clone(), ingest }))
-                .await
-                .map_err(|_| JobError::Stopped)?;
+            send_or_wait(tx, ShardMsg::Delta(Delta { entries, progress: progress.clone(), ingest }), &self.cfg.name)
+                .await?;
         }
         *progress_sent = Some(progress);
         Ok(())
@@ -1036,6 +1099,7 @@ impl SourceTask {
     /// Reads and processes one page of partition `i`; returns the records read.
     async fn read_partition(&mut self, i: usize) -> Result<usize, JobError> {
         let (partition, offset) = (self.parts[i].partition, self.parts[i].offset);
+        let started = Instant::now();
         let read = match read_source(&self.cfg, partition, offset).await? {
             Ok(r) => r,
             Err(to) => {
@@ -1051,6 +1115,9 @@ impl SourceTask {
             return Ok(0);
         }
         let n = read.records.len();
+        let (span, _traced) = trace_page(&self.cfg.name, partition, &read.records);
+        observe_operator(&self.cfg.name, "read", started);
+        let started = Instant::now();
         self.parts[i].last_active = now_ms();
         self.parts[i].idle = false;
         let reader = self.decode.reader();
@@ -1078,9 +1145,10 @@ impl SourceTask {
                 Outcome::Late => metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc(),
             }
         }
+        observe_operator(&self.cfg.name, "process", started);
         if !late.is_empty() {
             let count = late.len() as u64;
-            append_with_retry(&*self.cfg.log, &self.late_topic, partition, late).await?;
+            append_with_retry(&*self.cfg.log, &self.late_topic, partition, late).instrument(span).await?;
             metrics::LATE_EVENTS.with_label_values(&[&self.cfg.name]).inc_by(count);
         }
         count_page(&self.cfg, partition, n, filtered, undecodable);
@@ -1274,7 +1342,11 @@ impl Shard {
                     let mut n = 0;
                     while let Some(m) = next.take() {
                         match m {
-                            ShardMsg::Delta(d) => self.apply(d),
+                            ShardMsg::Delta(d) => {
+                                let started = Instant::now();
+                                self.apply(d);
+                                observe_operator(&self.cfg.name, "merge", started);
+                            }
                             ShardMsg::Barrier { epoch } => {
                                 self.barriers += 1;
                                 if self.barriers == self.tasks {
@@ -1289,7 +1361,9 @@ impl Shard {
                             next = rx.try_recv().ok();
                         }
                     }
+                    let started = Instant::now();
                     self.after_batch(&writer, false).await?;
+                    observe_operator(&self.cfg.name, "emit", started);
                     self.snapshot_step(&coord).await?;
                 }
                 _ = tick.tick() => self.after_batch(&writer, false).await?,
@@ -1480,7 +1554,7 @@ impl Shard {
             && let Some(w) = self.watermark
         {
             self.cfg.stats.watermark.store(w, Ordering::Relaxed);
-            metrics::WATERMARK.with_label_values(&[&self.cfg.name]).set(w);
+            metrics::WATERMARK.with_label_values(&[&self.cfg.name]).set(w as f64 / 1000.0);
         }
     }
 
@@ -1603,12 +1677,12 @@ impl Shard {
                 None => {}
             }
             if out.len() >= WRITER_BATCH {
-                writer.send(WriterMsg::Rows(std::mem::take(&mut out))).await.map_err(|_| JobError::Stopped)?;
+                send_or_wait(writer, WriterMsg::Rows(std::mem::take(&mut out)), &self.cfg.name).await?;
             }
         }
         self.cl_dirty.extend(open_sessions);
         if !out.is_empty() {
-            writer.send(WriterMsg::Rows(out)).await.map_err(|_| JobError::Stopped)?;
+            send_or_wait(writer, WriterMsg::Rows(out), &self.cfg.name).await?;
         }
         Ok(())
     }
@@ -1824,6 +1898,7 @@ async fn run_stateless(
     let save = |epoch: u64| {
         let v: Vec<u64> = offsets.iter().map(|o| o.load(Ordering::Acquire)).collect();
         let store = cfg.checkpoints.clone();
+        let span = tracing::info_span!("job.checkpoint", job = %cfg.name, epoch);
         async move {
             let bytes = postcard::to_stdvec(&v).unwrap_or_default();
             match tokio::task::spawn_blocking(move || store.write(epoch, &bytes)).await {
@@ -1832,6 +1907,7 @@ async fn run_stateless(
                 Err(e) => tracing::warn!(epoch, error = %e, "checkpoint failed"),
             }
         }
+        .instrument(span)
     };
     let result = loop {
         tokio::select! {
@@ -1870,6 +1946,7 @@ async fn stateless_task(
         let mut got = 0;
         for &p in &parts {
             let from = offsets[p as usize].load(Ordering::Acquire);
+            let started = Instant::now();
             let read = match read_source(&cfg, p, from).await? {
                 Ok(r) => r,
                 Err(to) => {
@@ -1885,6 +1962,9 @@ async fn stateless_task(
                 continue;
             }
             got += read.records.len();
+            let (span, traced) = trace_page(&job, p, &read.records);
+            observe_operator(&job, "read", started);
+            let started = Instant::now();
             let reader = decode.reader();
             let mut out = Vec::new();
             let (mut filtered, mut bad) = (0u64, 0u64);
@@ -1902,13 +1982,20 @@ async fn stateless_task(
                 out.push(Record {
                     timestamp: rec.timestamp,
                     key: rec.key.clone(),
-                    headers: with_source_header(Vec::new(), &cfg.run_id, p, rec.offset),
+                    headers: forward_trace(
+                        with_source_header(Vec::new(), &cfg.run_id, p, rec.offset),
+                        &traced,
+                        rec.offset,
+                    ),
                     value: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
                 });
             }
+            observe_operator(&job, "process", started);
             if !out.is_empty() {
                 let n = out.len() as u64;
-                append_with_retry(&*cfg.log, &plan.output_topic, p, out).await?;
+                let started = Instant::now();
+                append_with_retry(&*cfg.log, &plan.output_topic, p, out).instrument(span.clone()).await?;
+                observe_operator(&job, "emit", started);
                 metrics::RESULTS.with_label_values(&[&job, "row"]).inc_by(n);
             }
             count_page(&cfg, p, read.records.len(), filtered, bad);

@@ -422,7 +422,9 @@ impl Writer {
             Err(e) => {
                 let path = self.active.log_path.display().to_string();
                 let full = is_disk_full(&e);
-                metrics::WRITE_ERRORS.with_label_values(&[if full { "disk_full" } else { "io" }]).inc();
+                let kind = if full { "disk_full" } else { "io" };
+                metrics::WRITE_ERRORS.with_label_values(&[kind]).inc();
+                sluice_telemetry::record_error("log", kind, 1, &path, &format_args!("write failed: {e}"));
                 // Cut off whatever part of the batch reached the file so the next append starts clean.
                 let clean = self.active.file.set_len(self.pos).is_ok();
                 if !clean || !full {
@@ -491,6 +493,8 @@ impl Writer {
             metrics::FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
             if let Err(e) = result {
                 metrics::WRITE_ERRORS.with_label_values(&["fsync"]).inc();
+                let segment = self.active.log_path.display().to_string();
+                sluice_telemetry::record_error("log", "fsync", 1, &segment, &format_args!("fsync failed: {e}"));
                 self.fence(&format!("fsync failed: {e}"));
                 let path = self.active.log_path.display().to_string();
                 for p in self.pending.drain(..) {

@@ -265,6 +265,37 @@ impl DeadLetters {
     }
 }
 
+/// The leaf fields of a record schema, as the store's columns and the search index's fields are derived from it:
+/// nested records become dotted paths, a union of null and one type is that type, and any other schema (arrays,
+/// maps, wider unions, scalars) is a leaf as it is. Null fields are left out.
+pub fn flatten_fields(schema: &apache_avro::Schema) -> Vec<(String, &apache_avro::Schema)> {
+    fn walk<'a>(prefix: &str, s: &'a apache_avro::Schema, out: &mut Vec<(String, &'a apache_avro::Schema)>) {
+        use apache_avro::Schema as S;
+        match s {
+            S::Record(r) => {
+                for f in &r.fields {
+                    let name = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
+                    walk(&name, &f.schema, out);
+                }
+            }
+            S::Union(u) => {
+                let non_null: Vec<&S> = u.variants().iter().filter(|v| !matches!(v, S::Null)).collect();
+                match non_null.as_slice() {
+                    [one] => walk(prefix, one, out),
+                    _ if !prefix.is_empty() => out.push((prefix.to_string(), s)),
+                    _ => {}
+                }
+            }
+            S::Null => {}
+            _ if !prefix.is_empty() => out.push((prefix.to_string(), s)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", schema, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

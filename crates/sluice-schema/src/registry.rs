@@ -776,6 +776,7 @@ impl Inner {
             Err(e) => {
                 metrics::STORE_ERRORS.inc();
                 tracing::error!(error = %e, topic = %self.topic, "schema registry change not stored");
+                sluice_telemetry::record_error("schema", "store", 1, &self.topic, &e);
                 Err(SchemaError::Store(e))
             }
         }

@@ -13,6 +13,7 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use sluice_config::Limits;
 use sluice_log::Record;
+use sluice_telemetry::trace::{self, TRACEPARENT_HEADER, TraceParent};
 
 use crate::error::ApiError;
 use crate::schemas::Binding;
@@ -316,6 +317,61 @@ pub fn check_size(index: usize, record: &Record, limits: &Limits) -> Result<(), 
     Ok(())
 }
 
+/// The span of one produce request (`ingest`), continuing the request's W3C `traceparent` header when it has a
+/// valid one. Returns that header too: [`propagate_trace`] stores it with the events.
+pub fn request_span(topic: &str, headers: &axum::http::HeaderMap) -> (tracing::Span, Option<TraceParent>) {
+    let span = tracing::info_span!("ingest", topic = %topic, trace_id = tracing::field::Empty);
+    let incoming = headers.get(TRACEPARENT_HEADER).and_then(|v| TraceParent::parse(v.as_bytes()));
+    if let Some(tp) = &incoming {
+        trace::set_parent(&span, tp);
+    }
+    (span, incoming)
+}
+
+/// Stores each event's trace context as its `traceparent` record header, so the job and sink runners continue
+/// the trace. An event with its own valid `traceparent` header keeps its trace (and, while spans are exported and
+/// it is sampled, gets an `ingest.event` span under it whose id replaces the header's parent); any other event
+/// gets the request's: the `ingest` span when it is recorded (a sampled incoming trace, or a new trace sampled at
+/// `tracing.sample_ratio`), else the incoming header as received. Events of an unsampled request without a
+/// header of their own get none, so they cost nothing downstream.
+///
+/// Returns the `ingest.event` spans: hold them until the events are durable.
+pub fn propagate_trace<'a>(
+    span: &tracing::Span,
+    incoming: Option<TraceParent>,
+    records: impl Iterator<Item = &'a mut Record>,
+) -> Vec<tracing::Span> {
+    let exporting = trace::exporting();
+    let request = if exporting { trace::traceparent_of(span).or(incoming) } else { incoming };
+    if let Some(tp) = &request {
+        span.record("trace_id", tp.trace_id_hex());
+    }
+    let request = request.map(|tp| Bytes::from(tp.to_string()));
+    let mut event_spans = Vec::new();
+    for record in records {
+        let own = record.headers.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT_HEADER));
+        match own {
+            Some((_, value)) => {
+                if exporting && let Some(tp) = TraceParent::parse(value).filter(TraceParent::sampled) {
+                    let event = tracing::info_span!(parent: span, "ingest.event");
+                    trace::set_parent(&event, &tp);
+                    trace::add_link(span, &tp);
+                    if let Some(own) = trace::traceparent_of(&event) {
+                        *value = Bytes::from(own.to_string());
+                    }
+                    event_spans.push(event);
+                }
+            }
+            None => {
+                if let Some(tp) = &request {
+                    record.headers.push((TRACEPARENT_HEADER.to_string(), tp.clone()));
+                }
+            }
+        }
+    }
+    event_spans
+}
+
 /// A zero-copy `Bytes` for `part` when it lies inside `body`, else a copy.
 pub fn slice_of(body: &Bytes, part: &[u8]) -> Bytes {
     let (start, end) = (body.as_ptr() as usize, body.as_ptr() as usize + body.len());
@@ -420,6 +476,31 @@ mod tests {
         let e = parse(br#"{"value":{"abcdefgh":1}}"#, &l).unwrap_err();
         assert_eq!(e.code, "event_too_large");
         assert!(e.message.contains("limits.max_event_bytes"));
+    }
+
+    #[test]
+    fn trace_context_is_stored_with_the_events() {
+        const REQUEST: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        const OWN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let body = format!(r#"[{{"value":{{}}}},{{"value":{{}},"headers":{{"traceparent":"{OWN}"}}}}]"#);
+        let parsed = || parse_body(&Bytes::from(body.clone()), &limits(), 0, None).unwrap();
+        let header = |r: &Result<Record, ApiError>| {
+            let r = r.as_ref().unwrap();
+            assert!(r.headers.len() <= 1, "{:?}", r.headers);
+            r.headers.first().map(|(k, v)| (k.clone(), String::from_utf8(v.to_vec()).unwrap()))
+        };
+        // Export off (as in this crate's tests): the request's header as received, an event's own kept.
+        let mut records = parsed();
+        let incoming = TraceParent::parse(REQUEST.as_bytes());
+        let spans = propagate_trace(&tracing::Span::none(), incoming, records.iter_mut().flatten());
+        assert!(spans.is_empty(), "no per-event spans without export");
+        assert_eq!(header(&records[0]), Some(("traceparent".into(), REQUEST.into())));
+        assert_eq!(header(&records[1]), Some(("traceparent".into(), OWN.into())));
+        // No trace context on the request: events without their own get no header at all.
+        let mut records = parsed();
+        propagate_trace(&tracing::Span::none(), None, records.iter_mut().flatten());
+        assert_eq!(header(&records[0]), None);
+        assert_eq!(header(&records[1]), Some(("traceparent".into(), OWN.into())));
     }
 
     #[test]

@@ -210,12 +210,16 @@ async fn results(
     // sink keeps up; its buffered rows are visible to queries).
     let (cutoff, recent) = hot.query_recent(q.key.as_deref(), from, to, limit);
     let mut rows = Vec::with_capacity(recent.len());
+    let mut result = "hit";
     if let Some(store) = state.store()
         && cutoff.is_none_or(|c| from.is_none_or(|f| f < c))
-        && let Some(stored) = store.job_results(&job, q.key.as_deref(), from, to, cutoff, limit).await?
     {
-        rows.extend(stored.into_iter().map(|r| Arc::new(r.row)));
+        result = "miss";
+        if let Some(stored) = store.job_results(&job, q.key.as_deref(), from, to, cutoff, limit).await? {
+            rows.extend(stored.into_iter().map(|r| Arc::new(r.row)));
+        }
     }
+    crate::metrics::CACHE_REQUESTS.with_label_values(&["job_results", result]).inc();
     rows.extend(recent.into_iter().take(limit - rows.len()));
     Ok(rows_response(&rows, wm))
 }
@@ -233,5 +237,6 @@ async fn latest(
 ) -> ApiResult<Response> {
     let (hot, wm) = jobs(&state)?.results(&job)?;
     let rows = hot.latest(q.key.as_deref());
+    crate::metrics::CACHE_REQUESTS.with_label_values(&["job_results", "hit"]).inc();
     Ok(rows_response(&rows, wm))
 }

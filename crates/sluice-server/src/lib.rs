@@ -6,6 +6,7 @@
 //! (`{"error":{"code","message"}}`). Ingest parsing and limits live in [`ingest`]. The Confluent Schema Registry
 //! API (`/subjects`, `/schemas`, `/config`, `/compatibility`) serves [`sluice_schema::Registry`] from `schema_api`.
 
+pub mod alerts;
 pub mod error;
 pub mod ingest;
 mod jobs_api;
@@ -14,6 +15,8 @@ mod rest_proxy;
 mod routes;
 mod schema_api;
 pub mod schemas;
+mod search_api;
+mod status;
 mod store_api;
 
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 use futures::future::BoxFuture;
 use sluice_config::{Config, FsyncSetting, Limits};
 use sluice_log::{EmbeddedLog, FsyncPolicy, LogError, LogOptions, LogStore, StdStorage, Storage, TopicSpec};
+use sluice_sink::search::SearchService;
 use sluice_sink::store::TimeSeriesStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -51,6 +55,12 @@ pub struct AppState {
     jobs: OnceLock<Arc<sluice_jobs::JobManager>>,
     /// The time-series store, when the binary wired one in.
     store: OnceLock<Arc<dyn TimeSeriesStore>>,
+    /// The search indexes, when the binary wired them in.
+    search: OnceLock<Arc<dyn SearchService>>,
+    /// The data directory (for disk usage in the status).
+    pub data_dir: std::path::PathBuf,
+    /// The in-process alerts and the metric samples `GET /v1/status` is computed from.
+    pub monitor: Arc<alerts::Monitor>,
 }
 
 impl AppState {
@@ -67,6 +77,9 @@ impl AppState {
             codecs: OnceLock::new(),
             jobs: OnceLock::new(),
             store: OnceLock::new(),
+            search: OnceLock::new(),
+            data_dir: config.data_dir.clone(),
+            monitor: Arc::new(alerts::Monitor::new(config.alerts.clone())),
         }
     }
 
@@ -83,6 +96,11 @@ impl AppState {
     /// The time-series store, once started.
     pub fn store(&self) -> Option<&Arc<dyn TimeSeriesStore>> {
         self.store.get()
+    }
+
+    /// The search indexes, once started.
+    pub fn search(&self) -> Option<&Arc<dyn SearchService>> {
+        self.search.get()
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -230,11 +248,32 @@ pub struct StoreContext {
 pub type StoreFactory =
     Box<dyn FnOnce(StoreContext) -> BoxFuture<'static, Result<Arc<dyn TimeSeriesStore>, String>> + Send>;
 
+/// Opens the search indexes once the log, registry and jobs are up (the binary passes the embedded one, so this
+/// crate never links the search engine).
+pub type SearchFactory =
+    Box<dyn FnOnce(StoreContext) -> BoxFuture<'static, Result<Arc<dyn SearchService>, String>> + Send>;
+
+/// The adapters behind the log that the binary wires in.
+#[derive(Default)]
+pub struct Adapters {
+    pub store: Option<StoreFactory>,
+    pub search: Option<SearchFactory>,
+}
+
 /// [`start_with_storage`] plus a time-series store.
 pub async fn start_with(
     config: Config,
     storage: Arc<dyn Storage>,
     store: Option<StoreFactory>,
+) -> Result<RunningServer, ServerError> {
+    start_with_adapters(config, storage, Adapters { store, search: None }).await
+}
+
+/// [`start_with_storage`] plus the adapters behind the log (time-series store, search).
+pub async fn start_with_adapters(
+    config: Config,
+    storage: Arc<dyn Storage>,
+    adapters: Adapters,
 ) -> Result<RunningServer, ServerError> {
     let lock = sluice_log::lock_data_dir(&config.data_dir).map_err(ServerError::DataDir)?;
     let listener = TcpListener::bind(config.http.addr)
@@ -245,13 +284,16 @@ pub async fn start_with(
     let (tx, rx) = oneshot::channel::<()>();
     let app = router(state.clone());
     let st = state.clone();
+    let sampler = alerts::spawn_sampler(state.monitor.clone(), state.registry.clone(), config.data_dir.clone());
     let task = tokio::spawn(async move {
         let _lock = lock;
+        // The sampler stops with the server, whichever way it ends.
+        let _sampler = alerts::AbortOnDrop(sampler);
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = rx.await;
         });
         let server = tokio::spawn(async move { serve.await });
-        let log = match open_log(&config, storage, &st, store).await {
+        let log = match open_log(&config, storage, &st, adapters).await {
             Ok(log) => log,
             Err(e) => {
                 server.abort();
@@ -268,6 +310,9 @@ pub async fn start_with(
         // Then the store's sinks, with a last flush of what they buffered.
         if let Some(store) = st.store() {
             store.shutdown().await;
+        }
+        if let Some(search) = st.search() {
+            search.shutdown().await;
         }
         // No request is in flight any more: make what was acknowledged under an fsync interval durable.
         log.sync_all().await;
@@ -286,7 +331,7 @@ async fn open_log(
     config: &Config,
     storage: Arc<dyn Storage>,
     state: &Arc<AppState>,
-    store: Option<StoreFactory>,
+    adapters: Adapters,
 ) -> Result<EmbeddedLog, ServerError> {
     let root = config.data_dir.join("log");
     let opts = log_options(config);
@@ -322,10 +367,16 @@ async fn open_log(
         jobs.ensure(&j.sql).await.map_err(|e| ServerError::Config(format!("job in the config file: {e}")))?;
     }
     let _ = state.jobs.set(jobs.clone());
-    if let Some(factory) = store {
-        let ctx = StoreContext { config: config.clone(), log: shared, decoder, jobs };
+    if let Some(factory) = adapters.store {
+        let ctx =
+            StoreContext { config: config.clone(), log: shared.clone(), decoder: decoder.clone(), jobs: jobs.clone() };
         let store = factory(ctx).await.map_err(|e| ServerError::Config(format!("time-series store: {e}")))?;
         let _ = state.store.set(store);
+    }
+    if let Some(factory) = adapters.search {
+        let ctx = StoreContext { config: config.clone(), log: shared, decoder, jobs };
+        let search = factory(ctx).await.map_err(|e| ServerError::Config(format!("search: {e}")))?;
+        let _ = state.search.set(search);
     }
     state.set_ready(true);
     Ok(log)

@@ -40,8 +40,8 @@ pub(crate) static INGEST_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub(crate) static INGEST_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "sluice_ingest_rejected_events_total",
-        "Events rejected by ingest, by reason (invalid_event, storage errors).",
-        &["reason"]
+        "Events rejected by ingest, per topic and reason (invalid_event, storage errors).",
+        &["topic", "reason"]
     )
     .expect("metric registers once")
 });
@@ -49,8 +49,19 @@ pub(crate) static INGEST_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub(crate) static INGEST_REJECTED_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "sluice_ingest_rejected_requests_total",
-        "Whole ingest requests rejected, by reason (limit hit, invalid JSON, unknown topic, ...).",
-        &["reason"]
+        "Whole ingest requests rejected, per topic (`_unknown` for a topic that does not exist) and reason (limit \
+         hit, invalid JSON, unknown topic, ...).",
+        &["topic", "reason"]
+    )
+    .expect("metric registers once")
+});
+
+pub(crate) static CACHE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_cache_requests_total",
+        "Reads of a cache by result: `hit` when the cache answered alone, `miss` when the store was read too. \
+         Cache `job_results`: a job's hot results (GET /v1/jobs/{job}/results and .../latest).",
+        &["cache", "result"]
     )
     .expect("metric registers once")
 });

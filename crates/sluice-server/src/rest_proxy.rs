@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use sluice_log::Record;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::routes::{append_events, read_body, resolve_topic};
@@ -174,7 +175,11 @@ pub(crate) async fn produce(
         ingest::check_size(i, &record, limits)?;
         items.push(Ok((record, r.partition)));
     }
-    let outcome = append_events(&state, &info, items).await?;
+    // The request's `traceparent` header applies to all its records (the v2 format has no record headers).
+    let (span, incoming) = ingest::request_span(&info.name, &headers);
+    let event_spans = ingest::propagate_trace(&span, incoming, items.iter_mut().flatten().map(|(r, _)| r));
+    let outcome = append_events(&state, &info, items).instrument(span).await?;
+    drop(event_spans);
     let offsets: Vec<serde_json::Value> = outcome
         .results
         .iter()

@@ -20,10 +20,11 @@ use serde_json::value::RawValue;
 use sluice_log::{LogError, LogStore, Record, TopicInfo, TopicSpec, partitioner};
 use sluice_schema::reader::{DecodeFailure, Decoded, value_subject};
 use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::schemas::SchemaPick;
-use crate::{AppState, ingest, jobs_api, metrics, rest_proxy, schema_api, store_api};
+use crate::{AppState, ingest, jobs_api, metrics, rest_proxy, schema_api, search_api, store_api};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -40,6 +41,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(schema_api::routes())
         .merge(jobs_api::routes())
         .merge(store_api::routes())
+        .merge(search_api::routes())
+        .merge(crate::status::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(track))
@@ -200,7 +203,8 @@ pub(crate) async fn append_events(
     }
     let appends = groups.into_iter().enumerate().filter(|(_, (idx, _))| !idx.is_empty()).map(|(p, (idx, recs))| {
         let log: &Arc<dyn LogStore> = log;
-        async move { (p as u32, idx, log.append(&info.name, p as u32, recs).await) }
+        let span = tracing::info_span!("log.append", topic = %info.name, partition = p, records = recs.len());
+        async move { (p as u32, idx, log.append(&info.name, p as u32, recs).await) }.instrument(span)
     });
     let mut storage_error = None;
     let mut accepted = 0u64;
@@ -213,7 +217,8 @@ pub(crate) async fn append_events(
                 }
             }
             Err(e) => {
-                metrics::INGEST_REJECTED.with_label_values(&[e.code()]).inc_by(idx.len() as u64);
+                metrics::INGEST_REJECTED.with_label_values(&[info.name.as_str(), e.code()]).inc_by(idx.len() as u64);
+                sluice_telemetry::record_error("ingest", e.code(), idx.len() as u64, &info.name, &e);
                 let err = ApiError::from(e);
                 for i in idx {
                     results[i] = Some(Err(err.clone()));
@@ -234,10 +239,21 @@ async fn produce(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match produce_inner(&state, &topic, &uri, &headers, body).await {
+    let (span, incoming) = ingest::request_span(&topic, &headers);
+    match produce_inner(&state, &topic, &uri, &headers, body, incoming).instrument(span).await {
         Ok(r) => r,
         Err(e) => {
-            metrics::INGEST_REJECTED_REQUESTS.with_label_values(&[e.code]).inc();
+            // Only topics that exist become label values: a client cannot grow the metric with made-up names.
+            let known = match state.log() {
+                Ok(log) => log.topic(&topic).await.is_ok(),
+                Err(_) => false,
+            };
+            let label = if known { topic.as_str() } else { "_unknown" };
+            metrics::INGEST_REJECTED_REQUESTS.with_label_values(&[label, e.code]).inc();
+            // Client mistakes are the producer's to fix; only server-side failures count as errors.
+            if e.status.is_server_error() {
+                sluice_telemetry::record_error("ingest", e.code, 1, &topic, &e.message);
+            }
             e.into_response()
         }
     }
@@ -270,6 +286,7 @@ async fn produce_inner(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
+    incoming_trace: Option<sluice_telemetry::trace::TraceParent>,
 ) -> ApiResult<Response> {
     ensure_not_internal(topic)?;
     let q: ProduceQuery =
@@ -304,25 +321,20 @@ async fn produce_inner(
         let binding = codecs.binding(&info.name, pick)?;
         ingest::parse_body(&body, limits, now, binding.as_ref())?
     };
-    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let mut parsed = parsed;
+    let event_spans = ingest::propagate_trace(&tracing::Span::current(), incoming_trace, parsed.iter_mut().flatten());
     let items: Vec<_> = parsed
         .into_iter()
         .map(|item| match item {
-            Ok(mut record) => {
-                if let Some(tp) = traceparent
-                    && !record.headers.iter().any(|(k, _)| k == "traceparent")
-                {
-                    record.headers.push(("traceparent".into(), Bytes::copy_from_slice(tp.as_bytes())));
-                }
-                Ok((record, None))
-            }
+            Ok(record) => Ok((record, None)),
             Err(e) => {
-                metrics::INGEST_REJECTED.with_label_values(&[e.code]).inc();
+                metrics::INGEST_REJECTED.with_label_values(&[info.name.as_str(), e.code]).inc();
                 Err(e)
             }
         })
         .collect();
     let outcome = append_events(state, &info, items).await?;
+    drop(event_spans);
     let rejected = outcome.results.iter().filter(|r| r.is_err()).count();
     let out = ProduceOut {
         accepted: outcome.results.len() - rejected,

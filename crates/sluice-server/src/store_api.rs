@@ -1,6 +1,8 @@
 //! `/v1/query` (read-only SQL over the time-series store) and `/v1/tables` (list, describe, retention).
 
+use sluice_telemetry::trace::{TRACEPARENT_HEADER, TraceParent};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -72,7 +74,11 @@ async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Byt
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let format = QueryFormat::from_accept(accept);
-    let answer = store(&state)?.query(&sql, format).await?;
+    let span = tracing::info_span!("query", sql_bytes = sql.len());
+    if let Some(tp) = headers.get(TRACEPARENT_HEADER).and_then(|v| TraceParent::parse(v.as_bytes())) {
+        sluice_telemetry::trace::set_parent(&span, &tp);
+    }
+    let answer = store(&state)?.query(&sql, format).instrument(span).await?;
     let mut resp = ([(header::CONTENT_TYPE, format.content_type())], answer.body).into_response();
     let h = resp.headers_mut();
     h.insert("sluice-rows", answer.rows.into());

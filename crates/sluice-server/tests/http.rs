@@ -345,8 +345,14 @@ async fn metrics_endpoint_exposes_every_stage_so_far() {
     let s = TestServer::start(|_| {}).await;
     s.create_topic("m", 1).await;
     s.post("/v1/topics/m/events", r#"{"value":{}}"#).await;
+    // Rejections count per topic; a topic that does not exist is `_unknown`, never a client-chosen label.
+    s.post("/v1/topics/m/events", r#"[{"value":1}]"#).await;
+    s.post("/v1/topics/made-up-name/events", r#"{"value":{}}"#).await;
     let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("made-up-name"), "unknown topics are not labels");
     for name in [
+        "sluice_ingest_rejected_events_total{reason=\"invalid_event\",topic=\"m\"} 1",
+        "sluice_ingest_rejected_requests_total{reason=\"topic_not_found\",topic=\"_unknown\"} 1",
         "sluice_ingest_events_total{topic=\"m\"}",
         "sluice_log_fsync_duration_seconds_bucket",
         "sluice_log_partition_high_watermark{partition=\"0\",topic=\"m\"} 1",

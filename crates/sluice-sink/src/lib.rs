@@ -10,10 +10,12 @@
 //!
 //! Ports: [`store::TimeSeriesStore`] is what the HTTP server needs from a time-series store (SQL queries, table
 //! administration, job results older than the hot path). The embedded adapter lives in `sluice-tsdb`, so the
-//! server and its tests never compile or link the query engine.
+//! server and its tests never compile or link the query engine. [`search::SearchService`] is the search port;
+//! its embedded adapter (tantivy) lives in `sluice-search`.
 
 pub mod metrics;
 pub mod runner;
+pub mod search;
 pub mod store;
 
 use std::collections::BTreeMap;

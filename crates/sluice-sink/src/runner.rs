@@ -12,11 +12,21 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 use sluice_log::{LogError, LogStore};
+use sluice_telemetry::trace;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::metrics;
 use crate::{PartitionRecords, SinkBatch, SinkError, SinkWriter};
+
+/// A test-only fault: `SLUICE_TEST_SINK_DELAY_MS=N` makes every sink sleep N ms before each batch write, so
+/// end-to-end latency and its alert can be tested against the real binary. Read once; unset in production.
+static TEST_WRITE_DELAY: std::sync::LazyLock<Option<Duration>> = std::sync::LazyLock::new(|| {
+    let ms: u64 = std::env::var("SLUICE_TEST_SINK_DELAY_MS").ok()?.parse().ok()?;
+    tracing::warn!(delay_ms = ms, "SLUICE_TEST_SINK_DELAY_MS is set: every sink write is delayed (test fault)");
+    Some(Duration::from_millis(ms))
+});
 
 /// How a runner reads and batches.
 #[derive(Debug, Clone)]
@@ -163,6 +173,7 @@ impl Run {
                 }
                 Exit::Retry(e) => {
                     metrics::ERRORS.with_label_values(&[self.sink.as_str(), e.kind]).inc();
+                    sluice_telemetry::record_error("sink", e.kind, 1, &format!("{}/{}", self.sink, self.topic), &e);
                     tracing::warn!(sink = %self.sink, topic = %self.topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "sink write failed; retrying from its committed offsets");
                     self.status.update(|s| {
                         s.state = "retrying";
@@ -176,6 +187,8 @@ impl Run {
                     }
                     backoff = (backoff * 2).min(self.opts.max_backoff);
                     if *self.stop.borrow() {
+                        // What the failed write left applied is not committed: drop it, then close.
+                        let _ = self.writer.reset().await;
                         let _ = self.writer.close().await;
                         break;
                     }
@@ -184,6 +197,8 @@ impl Run {
             }
         }
         self.status.update(|s| s.state = "stopped");
+        // A stopped sink is behind nothing: a stale lag would keep the lag alert firing.
+        let _ = metrics::LAG.remove_label_values(&[self.sink.as_str(), self.topic.as_str()]);
     }
 
     /// Reads from the committed offsets until told to stop or something fails.
@@ -281,9 +296,14 @@ impl Run {
                 let next = batch.next_offsets();
                 let len = batch.len() as u64;
                 let started = Instant::now();
-                if let Err(e) = self.writer.write(batch).await {
+                if let Some(delay) = *TEST_WRITE_DELAY {
+                    tokio::time::sleep(delay).await;
+                }
+                let (span, event_spans) = self.trace_batch(&batch);
+                if let Err(e) = self.writer.write(batch).instrument(span).await {
                     return Exit::Retry(e);
                 }
+                drop(event_spans);
                 write_seconds.observe(started.elapsed().as_secs_f64());
                 *backoff = self.opts.min_backoff;
                 records_counter.inc_by(len);
@@ -305,6 +325,29 @@ impl Run {
                 self.status.update(|s| s.lag = lags.iter().sum());
             }
         }
+    }
+}
+
+impl Run {
+    /// The span of one batch write (`sink.write`) and, for each traced record in it (a sampled `traceparent`
+    /// header, only while spans are exported), a `sink.event` span in that record's trace that lasts as long as
+    /// the write: one event's path to each sink is one trace, and only traced events pay for it.
+    fn trace_batch(&self, batch: &SinkBatch) -> (tracing::Span, Vec<tracing::Span>) {
+        let span = tracing::info_span!("sink.write", sink = %self.sink, topic = %self.topic, records = batch.len());
+        let traced = trace::traced_records(batch.parts.iter().flat_map(|p| &p.records).map(|r| &r.headers[..]));
+        if traced.is_empty() {
+            return (span, Vec::new());
+        }
+        trace::continue_batch(&span, traced.iter().map(|(_, tp)| tp));
+        let events = traced
+            .iter()
+            .map(|(_, tp)| {
+                let event = tracing::info_span!(parent: None, "sink.event", sink = %self.sink, topic = %self.topic);
+                trace::set_parent(&event, tp);
+                event
+            })
+            .collect();
+        (span, events)
     }
 }
 

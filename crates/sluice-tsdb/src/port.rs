@@ -238,42 +238,25 @@ fn store_options(c: &StoreConfig) -> StoreOptions {
 /// Columns of an Avro record schema as the store types them: nested records flatten to dotted names, unions
 /// with null become nullable, arrays, maps and other unions hold JSON text.
 pub fn avro_columns(schema: &apache_avro::Schema) -> Vec<(String, DataType)> {
-    fn walk(prefix: &str, s: &apache_avro::Schema, out: &mut Vec<(String, DataType)>) {
-        use apache_avro::Schema as S;
-        let ty = match s {
-            S::Record(r) => {
-                for f in &r.fields {
-                    let name = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
-                    walk(&name, &f.schema, out);
-                }
-                return;
-            }
-            S::Union(u) => {
-                let non_null: Vec<&S> = u.variants().iter().filter(|v| !matches!(v, S::Null)).collect();
-                if let [one] = non_null.as_slice() {
-                    return walk(prefix, one, out);
-                }
-                DataType::Utf8
-            }
-            S::Boolean => DataType::Boolean,
-            S::Int | S::Long | S::TimeMillis | S::TimeMicros => DataType::Int64,
-            S::Float | S::Double => DataType::Float64,
-            S::TimestampMillis
-            | S::TimestampMicros
-            | S::TimestampNanos
-            | S::LocalTimestampMillis
-            | S::LocalTimestampMicros
-            | S::LocalTimestampNanos => time_type(),
-            S::Null => return,
-            _ => DataType::Utf8,
-        };
-        if !prefix.is_empty() {
-            out.push((prefix.to_string(), ty));
-        }
-    }
-    let mut out = Vec::new();
-    walk("", schema, &mut out);
-    out
+    use apache_avro::Schema as S;
+    sluice_schema::reader::flatten_fields(schema)
+        .into_iter()
+        .map(|(name, s)| {
+            let ty = match s {
+                S::Boolean => DataType::Boolean,
+                S::Int | S::Long | S::TimeMillis | S::TimeMicros => DataType::Int64,
+                S::Float | S::Double => DataType::Float64,
+                S::TimestampMillis
+                | S::TimestampMicros
+                | S::TimestampNanos
+                | S::LocalTimestampMillis
+                | S::LocalTimestampMicros
+                | S::LocalTimestampNanos => time_type(),
+                _ => DataType::Utf8,
+            };
+            (name, ty)
+        })
+        .collect()
 }
 
 fn api_error(e: StoreError) -> StoreApiError {

@@ -88,6 +88,13 @@ impl SinkWriter for TableSink {
                     if failed > 0 {
                         crate::metrics::SKIPPED.with_label_values(&[table.name()]).inc_by(failed);
                         tracing::warn!(topic = %batch.topic, records = failed, "store skipped records it cannot decode or store");
+                        sluice_telemetry::record_error(
+                            "sink",
+                            "skipped",
+                            failed,
+                            &format!("store/{}", batch.topic),
+                            &format_args!("{failed} records skipped: they do not decode or fit the table"),
+                        );
                     }
                 }
                 Feed::Results { key_names } => {

@@ -4,6 +4,8 @@
 mod client;
 mod jobs;
 mod schema;
+mod search;
+mod status;
 mod store;
 
 use std::net::SocketAddr;
@@ -62,6 +64,20 @@ enum Command {
     /// List and describe the store's tables; set their retention.
     #[command(subcommand)]
     Tables(store::TablesCommand),
+    /// Search a topic's events by what they say (newest first), with highlights and facets.
+    #[command(
+        after_help = "Examples:\n  sluice search --topic app_logs 'service:checkout AND timeout' --from now-1h\n  \
+        sluice search --topic app_logs '\"connection reset\" -level:DEBUG' --facets service,level\n  \
+        sluice search --topic app_logs 'latency_ms:[500 TO *]' --sort score"
+    )]
+    Search(search::SearchArgs),
+    /// Create, describe, list and drop topics' search indexes.
+    #[command(subcommand)]
+    Index(search::IndexCommand),
+    /// One screen of what is wrong: alerts, rates, lag, slowest stage, backpressure, disk, last errors.
+    #[command(after_help = "Examples:\n  sluice status\n  sluice status --watch\n  sluice status --watch 5s\n  \
+        sluice status --json")]
+    Status(status::StatusArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -131,6 +147,12 @@ enum BenchCommand {
     /// table, and time-range pruning (in-process).
     #[command(after_help = "Examples:\n  sluice bench store\n  sluice bench store --rows 5000000 --data-dir /tmp/sb")]
     Store(store::StoreBenchArgs),
+    /// Search: index ~300-byte events in-process and report events/s, then term queries over one-hour ranges.
+    #[command(after_help = "Examples:\n  sluice bench search\n  sluice bench search --docs 5000000 --data-dir /tmp/sb")]
+    Search(search::SearchBenchArgs),
+    /// Search: produce at a fixed rate to a running server and report acknowledgement -> searchable latency.
+    #[command(after_help = "Example:\n  sluice bench search-latency --rate 10000 --duration 60s")]
+    SearchLatency(search::SearchLatencyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -161,6 +183,9 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Jobs(cmd) => jobs::run(cmd).await?,
         Command::Query(args) => store::query(args).await?,
         Command::Tables(cmd) => store::tables(cmd).await?,
+        Command::Search(args) => search::search(args).await?,
+        Command::Index(cmd) => search::index(cmd).await?,
+        Command::Status(args) => status::run(args).await?,
         Command::Config(ConfigCommand::Check(args)) => {
             let config = args.load()?;
             println!("# config ok\n{}", config.to_toml());
@@ -172,18 +197,32 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Operator(args)) => sluice_bench::jobs::operator(args).await?,
         Command::Bench(BenchCommand::Checkpoint(args)) => sluice_bench::jobs::checkpoint(args).await?,
         Command::Bench(BenchCommand::Store(args)) => store::bench(args).await?,
+        Command::Bench(BenchCommand::Search(args)) => search::bench(args).await?,
+        Command::Bench(BenchCommand::SearchLatency(args)) => search::latency(args).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let config = args.load()?;
-    sluice_telemetry::init_logging(config.logging.format == LogFormat::Json, &config.logging.level)
-        .map_err(anyhow::Error::msg)?;
+    let t = &config.tracing;
+    let otlp = (!t.otlp_endpoint.is_empty()).then(|| sluice_telemetry::trace::OtlpSettings {
+        endpoint: t.otlp_endpoint.clone(),
+        sample_ratio: t.sample_ratio,
+        service_name: t.service_name.clone(),
+        export_interval: t.export_interval.0,
+    });
+    let tracing_guard =
+        sluice_telemetry::init(config.logging.format == LogFormat::Json, &config.logging.level, otlp.as_ref())
+            .map_err(anyhow::Error::msg)?;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), addr = %config.http.addr,
         data_dir = %config.data_dir.display(), "starting sluice");
-    let store = Some(store::embedded_store());
-    let mut server = sluice_server::start_with(config, std::sync::Arc::new(sluice_log::StdStorage), store)
+    if let Some(o) = &otlp {
+        tracing::info!(endpoint = %o.endpoint, sample_ratio = o.sample_ratio, "exporting spans over otlp/http");
+    }
+    let adapters =
+        sluice_server::Adapters { store: Some(store::embedded_store()), search: Some(search::embedded_search()) };
+    let mut server = sluice_server::start_with_adapters(config, std::sync::Arc::new(sluice_log::StdStorage), adapters)
         .await
         .context("cannot start")?;
     let shutdown = server.take_shutdown();
@@ -194,7 +233,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             let _ = tx.send(());
         }
     });
-    server.wait().await?;
+    let stopped = server.wait().await;
+    // The exporter's last batch goes out after the last sink flush; shutting it down blocks, so off the workers.
+    let _ = tokio::task::spawn_blocking(move || tracing_guard.shutdown()).await;
+    stopped?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! and after the last restart the job's results changelog, folded into a table (last record per key wins), must
 //! equal the expected counts exactly: every window final, no count off by one event, no extra rows. Every
 //! `final` record ever written must carry the exact count too. The store, fed through the same kills, must then
-//! hold every raw event exactly once and every final window result exactly once.
+//! hold every raw event exactly once and every final window result exactly once, and the search index, also
+//! built through the kills, must find every event exactly once.
 //!
 //! `SLUICE_TEST_KILL_ROUNDS` raises the number of kills (this test never does fewer than 20);
 //! `SLUICE_TEST_SEED` changes the generated events and the kill timings.
@@ -42,12 +43,16 @@ const SENTINEL_SERVICE: &str = "sentinel";
 const SENTINELS: u64 = 64;
 const MIN_KILLS: usize = 20;
 /// Small store flushes and eager compaction, so kills land in the middle of both.
-const SERVER_ENV: [(&str, &str); 5] = [
+const SERVER_ENV: [(&str, &str); 8] = [
     ("SLUICE__STREAM__CHECKPOINT_INTERVAL", "200ms"),
     ("SLUICE__STREAM__PARALLELISM", "2"),
     ("SLUICE__STORE__FLUSH_ROWS", "40000"),
     ("SLUICE__STORE__FLUSH_INTERVAL", "300ms"),
     ("SLUICE__STORE__COMPACT_MIN_FILES", "3"),
+    // Frequent index commits, so kills land between them; pages big enough to read every hit back.
+    ("SLUICE__SEARCH__REFRESH_INTERVAL", "200ms"),
+    ("SLUICE__SEARCH__MAX_LIMIT", "100000"),
+    ("SLUICE__SEARCH__QUERY_TIMEOUT", "60s"),
 ];
 
 fn window_start(ts: i64) -> i64 {
@@ -229,6 +234,14 @@ async fn describe(http: &reqwest::Client, base: &str) -> Option<Value> {
 
 /// Next offsets of the job's partitions, summed (0 when unknown).
 /// `GET /v1/tables/{table}`; `None` before the table exists.
+async fn index_documents(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let r = http.get(format!("{base}/v1/topics/{TOPIC}/index")).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json::<Value>().await.ok()?["documents"].as_u64()
+}
+
 async fn store_table(http: &reqwest::Client, base: &str, table: &str) -> Option<Value> {
     let r = http.get(format!("{base}/v1/tables/{table}")).send().await.ok()?;
     if !r.status().is_success() {
@@ -282,7 +295,7 @@ async fn job_results_exact_after_sigkills() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(90)).build().unwrap();
 
     let mut server = KillOnDrop(spawn_server_with_env(dir.path(), port, &SERVER_ENV));
     wait_ready(&http, &base).await;
@@ -310,11 +323,16 @@ async fn job_results_exact_after_sigkills() {
     let status = r.status();
     assert_eq!(status.as_u16(), 201, "create job: {}", r.text().await.unwrap_or_default());
     let job_started = Instant::now();
+    // The search index is defined once the history is there, so it is built through the kills.
+    let def = json!({"fields": {"service": {"type": "keyword"}, "status": {"type": "number"}}});
+    let r = http.put(format!("{base}/v1/topics/{TOPIC}/index")).json(&def).send().await.unwrap();
+    assert!(r.status().is_success(), "create index: {}", r.text().await.unwrap_or_default());
 
     // Kill at random moments; note where the job was each time.
     let (mut at_startup, mut mid_stream, mut after_catch_up) = (0, 0, 0);
     // Kills that found the raw table part-written (some rows in files, not all).
     let mut store_mid_way = 0;
+    let mut search_mid_way = 0;
     let mut kill_log = String::new();
     for round in 0..rounds {
         // Mostly 100-700 ms; every fifth kill comes sooner, while the job restores its checkpoint and replays.
@@ -322,6 +340,7 @@ async fn job_results_exact_after_sigkills() {
         tokio::time::sleep(Duration::from_millis(sleep)).await;
         let seen = describe(&http, &base).await;
         let table = store_table(&http, &base, TOPIC).await;
+        let indexed = index_documents(&http, &base).await;
         server.0.kill().expect("SIGKILL the server");
         server.0.wait().unwrap();
         let what = match &seen {
@@ -342,8 +361,12 @@ async fn job_results_exact_after_sigkills() {
         if stored.is_some_and(|r| r > 0 && r < total) {
             store_mid_way += 1;
         }
+        if indexed.is_some_and(|d| d > 0 && d < total) {
+            search_mid_way += 1;
+        }
         let line = format!(
-            "kill {round:>2} after {sleep:>3} ms ({what}): {}; store: {:?} rows in files, {:?} buffered",
+            "kill {round:>2} after {sleep:>3} ms ({what}): {}; store: {:?} rows in files, {:?} buffered; \
+             search: {indexed:?} documents",
             seen.as_ref().map_or_else(|| "no status".to_string(), brief),
             stored,
             table.as_ref().and_then(|t| t["buffered_rows"].as_u64()),
@@ -557,6 +580,51 @@ async fn job_results_exact_after_sigkills() {
     };
     assert_eq!(stored.1, expected.len(), "one stored row per final window and key");
     assert!(stored.0 == expected, "stored results differ from the expected counts");
+
+    // The search index, built through the same kills: every event found exactly once, by (partition, offset).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while index_documents(&http, &base).await != Some(total) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut ids = std::collections::HashSet::new();
+    let (mut hits, mut cursor) = (0u64, None::<String>);
+    let mut per_status: BTreeMap<u64, u64> = BTreeMap::new();
+    loop {
+        let mut url = format!("{base}/v1/search?topic={TOPIC}&q=*&limit=100000&highlight=false");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let asked = Instant::now();
+        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        eprintln!("search page of {} hits in {:?}", page["hits"].as_array().map_or(0, Vec::len), asked.elapsed());
+        assert_eq!(page["total"].as_u64(), Some(total), "documents in the index: {}", page["total"]);
+        for h in page["hits"].as_array().unwrap() {
+            hits += 1;
+            ids.insert((h["partition"].as_u64().unwrap(), h["offset"].as_u64().unwrap()));
+            *per_status.entry(h["event"]["status"].as_u64().unwrap()).or_default() += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(hits, total, "hits over every page");
+    assert_eq!(ids.len() as u64, total, "each event found once");
+    for p in 0..PARTITIONS {
+        let n = ids.iter().filter(|(pp, _)| *pp == p as u64).count() as u64;
+        assert_eq!(n, per_partition[p as usize], "partition {p}: every offset found");
+    }
+    // The index answers term queries with the same counts as the events it holds.
+    let r: Value = http
+        .get(format!("{base}/v1/search?topic={TOPIC}&q=status:500&limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["total"].as_u64(), per_status.get(&500).copied(), "status:500 count: {r}");
+    assert!(search_mid_way > 0, "no kill landed while the index was part-way through the topic");
     drop(server);
     eprintln!("total {:.1}s", started.elapsed().as_secs_f64());
 }
