@@ -45,6 +45,9 @@ pub struct EmbeddedSearch {
     entries: tokio::sync::Mutex<HashMap<String, Entry>>,
     /// Config indexes whose topic did not exist at start-up: created when it appears.
     pending: parking_lot::Mutex<Vec<IndexDefinition>>,
+    /// Searches running at once (they are CPU-bound); a search past its timeout keeps its permit until its thread
+    /// is done, so slow searches cannot pile up threads.
+    permits: Arc<tokio::sync::Semaphore>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -70,6 +73,9 @@ impl EmbeddedSearch {
             decoder,
             entries: tokio::sync::Mutex::new(HashMap::new()),
             pending: parking_lot::Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
             stop,
         });
         let opened = {
@@ -412,7 +418,15 @@ impl EmbeddedSearch {
         let timeout = self.config.query_timeout.0;
         // The budget starts once the index is in hand: waiting for an index change is not search time.
         let deadline = Instant::now() + timeout;
-        let task = tokio::task::spawn_blocking(move || crate::query::run(&index, &req, deadline));
+        let permit = match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(SearchApiError::new(503, "search_unavailable", "search is shutting down")),
+            Err(_) => return Err(api(SearchError::Timeout(timeout.as_millis() as u64))),
+        };
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            crate::query::run(&index, &req, deadline)
+        });
         // The collectors stop at the deadline; the grace covers fetching the page.
         let mut answer = match tokio::time::timeout(timeout + Duration::from_millis(500), task).await {
             Ok(r) => r.map_err(blocking_failed)?.map_err(api)?,
