@@ -671,15 +671,6 @@ fn read_definition(path: &Path) -> Result<JobDefinition, JobError> {
 
 /// Writes `job.json` atomically: temp file, fsync, rename, fsync the directory.
 fn write_definition(dir: &Path, def: &JobDefinition) -> Result<(), JobError> {
-    use std::io::Write;
-    let tmp = dir.join("job.json.tmp");
-    let path = dir.join("job.json");
     let bytes = serde_json::to_vec_pretty(def).map_err(|e| JobError::Corrupt(e.to_string()))?;
-    let mut f = std::fs::File::create(&tmp).map_err(|e| JobError::io(&tmp, e))?;
-    f.write_all(&bytes).map_err(|e| JobError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| JobError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| JobError::io(&path, e))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| JobError::io(dir, e))?;
-    Ok(())
+    sluice_log::replace_file(dir, "job.json", &bytes).map_err(|e| JobError::io(&dir.join("job.json"), e))
 }

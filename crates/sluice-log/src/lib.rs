@@ -32,7 +32,7 @@ pub use format::{Record, StoredRecord};
 pub use metrics::LogCollector;
 pub use options::{FsyncPolicy, LogOptions};
 pub use partition::RecoveryReport;
-pub use storage::{SimStorage, StdStorage, Storage, StorageFile};
+pub use storage::{SimStorage, StdStorage, Storage, StorageFile, replace_file};
 
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;

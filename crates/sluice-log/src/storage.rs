@@ -54,6 +54,20 @@ pub trait StorageFile: Send + Sync + 'static {
     }
 }
 
+/// Replaces `dir/name` with `bytes` atomically and durably: a temporary file is written and fsynced, renamed over
+/// the old one, and the directory fsynced. A crash leaves the old file or the new one, never a mix. For the small
+/// metadata files (definitions, manifests) every stage keeps beside its data.
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdStorage;

@@ -449,18 +449,8 @@ fn read_manifest(dir: &Path) -> Result<Manifest, SearchError> {
 }
 
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), SearchError> {
-    let path = dir.join("manifest.json");
-    let tmp = dir.join("manifest.json.tmp");
     let bytes = serde_json::to_vec_pretty(m).map_err(|e| SearchError::Internal(e.to_string()))?;
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| SearchError::io(&path, e))
+    sluice_log::replace_file(dir, "manifest.json", &bytes).map_err(|e| SearchError::io(dir.join("manifest.json"), e))
 }
 
 /// Topic name -> index directory name (topic names are valid file names; see `validate_topic_name`).
