@@ -11,7 +11,9 @@
 //!
 //! The sampler also keeps the data-directory gauges current: the filesystem's size, free and used bytes on
 //! every evaluation (one `statvfs`), and the directory's bytes per top-level area on every
-//! `alerts.disk_scan_interval` (a walk of the tree, off the async workers).
+//! `alerts.disk_scan_interval` (a walk of the tree, off the async workers). `GET /v1/status` walks it again
+//! when the last walk is old for what it cost ([`Monitor::current_disk`]), so its sizes are current from the
+//! first request on.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -494,15 +496,71 @@ impl AlertEngine {
     }
 }
 
+/// One walk of the data directory.
+#[derive(Debug, Clone)]
+pub struct DiskScan {
+    /// Bytes per top-level area (see [`dir_bytes`]).
+    pub areas: BTreeMap<String, u64>,
+    /// When the walk started.
+    pub at: Instant,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// A request walks the data directory again once this many times the last walk's duration has passed since it:
+/// a small directory is measured at every request, a large one costs requests at most 1% of one thread.
+const ON_DEMAND_WALK_SPACING: u32 = 100;
+
 /// The alert engine and what the sampler last measured, shared with the handlers.
 pub struct Monitor {
     pub engine: Mutex<AlertEngine>,
-    pub data_dir_bytes: Mutex<Option<BTreeMap<String, u64>>>,
+    disk: Mutex<Option<DiskScan>>,
+    /// Held while walking, so that walks do not run side by side.
+    walking: Mutex<()>,
 }
 
 impl Monitor {
     pub fn new(cfg: AlertsConfig) -> Self {
-        Monitor { engine: Mutex::new(AlertEngine::new(cfg)), data_dir_bytes: Mutex::new(None) }
+        Monitor { engine: Mutex::new(AlertEngine::new(cfg)), disk: Mutex::new(None), walking: Mutex::new(()) }
+    }
+
+    /// The last walk of the data directory, if any.
+    pub fn disk(&self) -> Option<DiskScan> {
+        self.disk.lock().clone()
+    }
+
+    /// Walks `dir` (blocking: call off the async workers), publishes `sluice_data_dir_bytes` and keeps the result.
+    pub fn scan_disk(&self, dir: &Path) -> DiskScan {
+        let _walking = self.walking.lock();
+        self.walk(dir)
+    }
+
+    /// The data directory's bytes as of now: walked again unless the last walk is recent for its cost (see
+    /// [`ON_DEMAND_WALK_SPACING`]), so `GET /v1/status` is right from the first request, not only after the next
+    /// periodic scan. Blocking: call off the async workers.
+    pub fn current_disk(&self, dir: &Path) -> DiskScan {
+        let fresh = |s: &DiskScan| s.at.elapsed() < s.took * ON_DEMAND_WALK_SPACING;
+        if let Some(s) = self.disk().filter(fresh) {
+            return s;
+        }
+        let _walking = self.walking.lock();
+        // A walk that ran while this one waited for the lock is as good.
+        match self.disk().filter(fresh) {
+            Some(s) => s,
+            None => self.walk(dir),
+        }
+    }
+
+    fn walk(&self, dir: &Path) -> DiskScan {
+        let at = Instant::now();
+        let areas = dir_bytes(dir);
+        let scan = DiskScan { areas, at, took: at.elapsed() };
+        DIR_BYTES.reset();
+        for (area, bytes) in &scan.areas {
+            DIR_BYTES.with_label_values(&[area]).set(*bytes as i64);
+        }
+        *self.disk.lock() = Some(scan.clone());
+        scan
     }
 }
 
@@ -528,14 +586,9 @@ pub fn spawn_sampler(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(eval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_scan: Option<Instant> = None;
         loop {
             tick.tick().await;
-            let scan_now = last_scan.is_none_or(|t| t.elapsed() >= scan);
-            if scan_now {
-                last_scan = Some(Instant::now());
-            }
-            let (dir, reg) = (data_dir.clone(), registry.clone());
+            let (dir, reg, m) = (data_dir.clone(), registry.clone(), monitor.clone());
             // Gathering runs the scrape-time collectors and the walk reads the disk: off the async workers.
             let measured = tokio::task::spawn_blocking(move || {
                 let fs = match fs_stats(&dir) {
@@ -550,23 +603,16 @@ pub fn spawn_sampler(
                         None
                     }
                 };
-                let areas = scan_now.then(|| {
-                    let areas = dir_bytes(&dir);
-                    DIR_BYTES.reset();
-                    for (area, bytes) in &areas {
-                        DIR_BYTES.with_label_values(&[area]).set(*bytes as i64);
-                    }
-                    areas
-                });
+                // Requests walk too (see `Monitor::current_disk`): the interval counts from the latest walk.
+                if m.disk().is_none_or(|d| d.at.elapsed() >= scan) {
+                    m.scan_disk(&dir);
+                }
                 let mut families = prometheus::gather();
                 families.extend(reg.gather());
-                (Sample::from_families(&families, fs), areas)
+                Sample::from_families(&families, fs)
             })
             .await;
-            let Ok((sample, areas)) = measured else { continue };
-            if let Some(areas) = areas {
-                *monitor.data_dir_bytes.lock() = Some(areas);
-            }
+            let Ok(sample) = measured else { continue };
             monitor.engine.lock().push(sample);
         }
     })
@@ -676,5 +722,25 @@ mod tests {
         assert_eq!(areas.get("other"), Some(&10));
         let fs = fs_stats(dir.path()).unwrap();
         assert!(fs.size_bytes > 0 && fs.used_ratio() > 0.0 && fs.used_ratio() <= 1.0, "{fs:?}");
+    }
+
+    #[test]
+    fn requests_walk_again_once_the_last_walk_is_old_for_its_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("log")).unwrap();
+        let m = Monitor::new(cfg());
+        assert!(m.disk().is_none());
+        let first = m.current_disk(dir.path());
+        assert_eq!(first.areas.get("log"), Some(&0), "no walk yet: the first request walks");
+        std::fs::write(dir.path().join("log").join("a"), vec![0u8; 1000]).unwrap();
+        std::thread::sleep(first.took * ON_DEMAND_WALK_SPACING + Duration::from_millis(1));
+        let second = m.current_disk(dir.path());
+        assert_eq!(second.areas.get("log"), Some(&1000), "a cheap walk is redone");
+        assert!(second.at > first.at);
+        // A walk that took long is kept until as many times its duration has passed.
+        let slow = DiskScan { areas: BTreeMap::new(), at: Instant::now(), took: Duration::from_secs(60) };
+        *m.disk.lock() = Some(slow.clone());
+        let kept = m.current_disk(dir.path());
+        assert_eq!((kept.at, kept.areas.get("log")), (slow.at, None));
     }
 }

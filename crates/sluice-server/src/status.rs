@@ -192,7 +192,9 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::V
     let Some((latest, before)) = span else {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "no metrics sampled yet"));
     };
-    let areas = m.data_dir_bytes.lock().clone();
+    let (monitor, dir) = (m.clone(), state.data_dir.clone());
+    // Walking the directory reads the disk: off the async workers.
+    let areas = tokio::task::spawn_blocking(move || monitor.current_disk(&dir).areas).await.ok();
     let disk = DiskStatus {
         data_dir: state.data_dir.display().to_string(),
         data_dir_bytes: areas.as_ref().map(|a| a.values().sum()),

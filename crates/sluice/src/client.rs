@@ -149,11 +149,12 @@ pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
         )),
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
+    let source = args.file.as_ref().map_or("stdin".to_string(), |p| p.display().to_string());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<String>>(4);
     let values = args.values;
     let batch = args.batch_size;
     // Reading and batching is blocking I/O: keep it off the runtime.
-    let reader = tokio::task::spawn_blocking(move || batches(input, values, batch, &tx));
+    let reader = tokio::task::spawn_blocking(move || batches(input, values, batch, &source, &tx));
     let client = http();
     let target = url(&args.server.server, &format!("/v1/topics/{}/events", args.topic));
     let (mut sent, mut accepted, mut rejected) = (0u64, 0u64, 0u64);
@@ -174,28 +175,33 @@ pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
             bail!("{msg} ({accepted} events stored before the failure)");
         }
     }
-    reader.await.context("input reader failed")??;
+    match reader.await.context("input reader failed")? {
+        Err(e) if accepted > 0 => bail!("{e:#} ({accepted} events stored before the failure)"),
+        read => read?,
+    }
     eprintln!("produced {accepted} events to {} ({rejected} rejected)", args.topic);
     Ok(if rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// Splits the input into NDJSON bodies of `batch` events each.
+/// Splits the input into NDJSON bodies of `batch` events each. Every event is parsed here first, so invalid JSON
+/// is reported at its line and column in the input as the user wrote it (`source`), not in the body sent.
 fn batches(
     mut input: Box<dyn BufRead + Send>,
     values: bool,
     batch: usize,
+    source: &str,
     tx: &tokio::sync::mpsc::Sender<Result<String>>,
 ) -> Result<()> {
     let wrap = |event: &str| if values { format!("{{\"value\":{event}}}\n") } else { format!("{event}\n") };
-    let mut first = [0u8; 1];
-    // Peek past whitespace to tell a JSON array from NDJSON.
+    // Peek past whitespace to tell a JSON array from NDJSON, keeping it so that positions stay the input's.
     let mut lead = Vec::new();
+    let mut byte = [0u8; 1];
     loop {
-        if input.read(&mut first)? == 0 {
+        if input.read(&mut byte)? == 0 {
             return Ok(());
         }
-        if !first[0].is_ascii_whitespace() {
-            lead.push(first[0]);
+        lead.push(byte[0]);
+        if !byte[0].is_ascii_whitespace() {
             break;
         }
     }
@@ -208,11 +214,10 @@ fn batches(
         }
         Ok(())
     };
-    if lead[0] == b'[' {
-        let mut rest = Vec::new();
-        input.read_to_end(&mut rest)?;
-        lead.extend(rest);
-        let events: Vec<Box<RawValue>> = serde_json::from_slice(&lead).context("input is not a valid JSON array")?;
+    if lead.last() == Some(&b'[') {
+        input.read_to_end(&mut lead)?;
+        let events: Vec<Box<RawValue>> =
+            serde_json::from_slice(&lead).map_err(|e| invalid_json(&e, &lead, 0, source))?;
         for e in events {
             buf.push_str(&wrap(e.get()));
             count += 1;
@@ -221,26 +226,41 @@ fn batches(
             }
         }
     } else {
-        let mut line = String::from_utf8(lead).context("input is not UTF-8")?;
-        let mut rest = String::new();
-        input.read_line(&mut rest)?;
-        line.push_str(&rest);
+        // The lines before the first event are blank.
+        let mut line_no = 1 + lead.iter().filter(|&&b| b == b'\n').count();
+        let mut first = lead.split_off(lead.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
+        input.read_until(b'\n', &mut first)?;
+        let mut line =
+            String::from_utf8(first).map_err(|_| anyhow::anyhow!("line {line_no} of {source} is not UTF-8"))?;
         loop {
-            let trimmed = line.trim();
-            if !trimmed.is_empty() {
-                buf.push_str(&wrap(trimmed));
+            let text = line.trim_end_matches(['\n', '\r']);
+            if !text.trim().is_empty() {
+                let event: &RawValue =
+                    serde_json::from_str(text).map_err(|e| invalid_json(&e, text.as_bytes(), line_no - 1, source))?;
+                buf.push_str(&wrap(event.get()));
                 count += 1;
                 if count == batch {
                     flush(&mut buf, &mut count)?;
                 }
             }
             line.clear();
-            if input.read_line(&mut line)? == 0 {
+            if input.read_line(&mut line).with_context(|| format!("reading line {} of {source}", line_no + 1))? == 0 {
                 break;
             }
+            line_no += 1;
         }
     }
     flush(&mut buf, &mut count)
+}
+
+/// `e`, from parsing `text` (which starts at line `lines_before + 1` of `source`), at the line and column where
+/// the user finds it: serde_json counts the column in bytes, editors in characters.
+fn invalid_json(e: &serde_json::Error, text: &[u8], lines_before: usize, source: &str) -> anyhow::Error {
+    let line = text.split(|&b| b == b'\n').nth(e.line().saturating_sub(1)).unwrap_or_default();
+    let column = line[..e.column().min(line.len())].iter().filter(|&&b| b & 0xC0 != 0x80).count();
+    let msg = e.to_string();
+    let reason = msg.split(" at line ").next().unwrap_or(&msg);
+    anyhow::anyhow!("invalid JSON at line {} column {column} of {source}: {reason}", e.line() + lines_before)
 }
 
 pub async fn tail(args: TailArgs) -> Result<()> {
@@ -369,4 +389,57 @@ pub async fn topics(cmd: TopicsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bodies `batches` sends for `input` and how it ended (as the CLI prints it).
+    fn split(input: &str, values: bool, batch: usize) -> (Vec<String>, Result<(), String>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let read = batches(Box::new(std::io::Cursor::new(input.as_bytes().to_vec())), values, batch, "in.ndjson", &tx);
+        drop(tx);
+        let mut bodies = Vec::new();
+        while let Ok(body) = rx.try_recv() {
+            bodies.push(body.expect("only bodies are sent"));
+        }
+        (bodies, read.map_err(|e| format!("{e:#}")))
+    }
+
+    #[test]
+    fn valid_input_is_batched_as_ndjson() {
+        let (bodies, read) = split("\n{\"a\":1}\r\n\n  {\"a\": 2}  \n{\"a\":3}", true, 2);
+        assert_eq!(read, Ok(()));
+        assert_eq!(bodies, ["{\"value\":{\"a\":1}}\n{\"value\":{\"a\": 2}}\n", "{\"value\":{\"a\":3}}\n"]);
+        let (bodies, read) = split(" [{\"value\":1},\n {\"value\":2}]\n", false, 10);
+        assert_eq!(read, Ok(()));
+        assert_eq!(bodies, ["{\"value\":1}\n{\"value\":2}\n"]);
+    }
+
+    #[test]
+    fn invalid_ndjson_is_reported_at_the_line_and_column_typed() {
+        // Line 3, the `2` where a `:` belongs is its 8th character; blank lines count, batches already sent stay.
+        let (bodies, read) = split("{\"a\":1}\n\n  {\"a\" 2}\n{\"a\":4}\n", true, 1);
+        assert_eq!(read, Err("invalid JSON at line 3 column 8 of in.ndjson: expected `:`".to_string()));
+        assert_eq!(bodies, ["{\"value\":{\"a\":1}}\n"]);
+        // Without --values too, and the column counts characters, not bytes.
+        let (bodies, read) = split("\n\n{\"value\":{\"msg\":\"héllo\" x}}\n", false, 10);
+        assert_eq!(read, Err("invalid JSON at line 3 column 25 of in.ndjson: expected `,` or `}`".to_string()));
+        assert!(bodies.is_empty());
+        // A line cut short ends at its last character, not on the next line.
+        let (_, read) = split("{\"a\":1}\n{\"a\":\n", true, 10);
+        assert_eq!(read, Err("invalid JSON at line 2 column 5 of in.ndjson: EOF while parsing a value".to_string()));
+        // Two values on one line.
+        let (_, read) = split("{\"a\":1} {\"a\":2}\n", true, 10);
+        assert_eq!(read, Err("invalid JSON at line 1 column 9 of in.ndjson: trailing characters".to_string()));
+    }
+
+    #[test]
+    fn invalid_arrays_are_reported_at_the_line_and_column_typed() {
+        // The blank lines before the array count.
+        let (bodies, read) = split("\n\n[{\"a\":1},\n {\"a\":tru}]\n", true, 10);
+        assert_eq!(read, Err("invalid JSON at line 4 column 10 of in.ndjson: expected ident".to_string()));
+        assert!(bodies.is_empty());
+    }
 }

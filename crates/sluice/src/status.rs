@@ -116,6 +116,46 @@ fn clock(v: &Value) -> String {
     v.as_str().and_then(|s| s.get(11..19)).unwrap_or("-").to_string()
 }
 
+/// How a [`table`] column's cells line up.
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+use Align::{Left, Right};
+
+/// Writes a section's table after a blank line: a header line (`title` over the first column, which holds the names, then each
+/// column's header) and one indented line per row. Columns are `(header, minimum width, alignment)`, one space
+/// apart; each is as wide as its widest cell, so a long name widens its column for every row instead of pushing
+/// its own row's numbers out of line.
+fn table(o: &mut String, title: &str, columns: &[(&str, usize, Align)], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, &(header, min, _))| {
+            let cells = rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count());
+            cells.chain([header.chars().count(), min]).max().unwrap_or(min)
+        })
+        .collect();
+    o.push('\n');
+    let mut line = |first: &str, cells: Vec<&str>| {
+        let _ = write!(o, "{first:<w$}", w = widths[0] + 2);
+        for ((cell, w), &(_, _, align)) in cells.into_iter().zip(&widths[1..]).zip(&columns[1..]) {
+            let _ = match align {
+                Left => write!(o, " {cell:<w$}"),
+                Right => write!(o, " {cell:>w$}"),
+            };
+        }
+        o.push('\n');
+    };
+    line(title, columns[1..].iter().map(|c| c.0).collect());
+    for r in rows {
+        let name = format!("  {}", r.first().map_or("", String::as_str));
+        line(&name, r.iter().skip(1).map(String::as_str).collect());
+    }
+}
+
 /// The status screen.
 pub fn render(server: &str, v: &Value) -> String {
     let mut o = String::new();
@@ -146,58 +186,67 @@ pub fn render(server: &str, v: &Value) -> String {
     }
 
     let topics = arr("topics");
-    let _ = writeln!(o, "\nTOPICS{:<26}{:>12} {:>14} {:>16}", "", "events/s", "bytes/s", "events total");
+    let rows: Vec<Vec<String>> = topics
+        .iter()
+        .map(|t| {
+            vec![
+                t["topic"].as_str().unwrap_or("?").to_string(),
+                count(num(&t["events_per_second"]).unwrap_or(0.0)),
+                format!("{}/s", bytes(num(&t["bytes_per_second"]).unwrap_or(0.0))),
+                count(num(&t["events_total"]).unwrap_or(0.0)),
+            ]
+        })
+        .collect();
+    let columns = [("", 29, Left), ("events/s", 12, Right), ("bytes/s", 14, Right), ("events total", 16, Right)];
+    table(&mut o, "TOPICS", &columns, &rows);
     if topics.is_empty() {
         let _ = writeln!(o, "  (nothing ingested since start)");
     }
-    for t in topics {
-        let _ = writeln!(
-            o,
-            "  {:<30}{:>12} {:>14} {:>16}",
-            t["topic"].as_str().unwrap_or("?"),
-            count(num(&t["events_per_second"]).unwrap_or(0.0)),
-            format!("{}/s", bytes(num(&t["bytes_per_second"]).unwrap_or(0.0))),
-            count(num(&t["events_total"]).unwrap_or(0.0)),
-        );
-    }
 
     let jobs = arr("jobs");
-    let _ = writeln!(
-        o,
-        "\nJOBS{:<28}{:<9}{:>12} {:>11} {:>11} {:>11} {:>13}",
-        "", "state", "lag", "records/s", "wm delay", "checkpoint", "backpressure"
-    );
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let opt_secs = |k: &str| num(&j[k]).map_or("-".to_string(), secs);
+            let bp = num(&j["backpressure"]).unwrap_or(0.0);
+            vec![
+                j["job"].as_str().unwrap_or("?").to_string(),
+                (if j["running"].as_bool() == Some(true) { "running" } else { "stopped" }).to_string(),
+                count(num(&j["lag"]).unwrap_or(0.0)),
+                count(num(&j["records_per_second"]).unwrap_or(0.0)),
+                opt_secs("watermark_delay_seconds"),
+                opt_secs("checkpoint_age_seconds"),
+                if j["backpressure_active"].as_bool() == Some(true) { format!("ACTIVE {}", pct(bp)) } else { pct(bp) },
+            ]
+        })
+        .collect();
+    let columns = [
+        ("", 29, Left),
+        ("state", 8, Left),
+        ("lag", 12, Right),
+        ("records/s", 11, Right),
+        ("wm delay", 11, Right),
+        ("checkpoint", 11, Right),
+        ("backpressure", 13, Right),
+    ];
+    table(&mut o, "JOBS", &columns, &rows);
     if jobs.is_empty() {
         let _ = writeln!(o, "  (no jobs)");
-    }
-    for j in jobs {
-        let opt_secs = |k: &str| num(&j[k]).map_or("-".to_string(), secs);
-        let bp = num(&j["backpressure"]).unwrap_or(0.0);
-        let _ = writeln!(
-            o,
-            "  {:<30}{:<9}{:>12} {:>11} {:>11} {:>11} {:>13}",
-            j["job"].as_str().unwrap_or("?"),
-            if j["running"].as_bool() == Some(true) { "running" } else { "stopped" },
-            count(num(&j["lag"]).unwrap_or(0.0)),
-            count(num(&j["records_per_second"]).unwrap_or(0.0)),
-            opt_secs("watermark_delay_seconds"),
-            opt_secs("checkpoint_age_seconds"),
-            if j["backpressure_active"].as_bool() == Some(true) { format!("ACTIVE {}", pct(bp)) } else { pct(bp) },
-        );
     }
 
     let sinks = arr("sinks");
     if !sinks.is_empty() {
-        let _ = writeln!(o, "\nSINKS{:<27}{:>12} {:>11}", "", "lag", "records/s");
-        for s in sinks {
-            let _ = writeln!(
-                o,
-                "  {:<30}{:>12} {:>11}",
-                format!("{} <- {}", s["sink"].as_str().unwrap_or("?"), s["topic"].as_str().unwrap_or("?")),
-                count(num(&s["lag"]).unwrap_or(0.0)),
-                count(num(&s["records_per_second"]).unwrap_or(0.0)),
-            );
-        }
+        let rows: Vec<Vec<String>> = sinks
+            .iter()
+            .map(|s| {
+                vec![
+                    format!("{} <- {}", s["sink"].as_str().unwrap_or("?"), s["topic"].as_str().unwrap_or("?")),
+                    count(num(&s["lag"]).unwrap_or(0.0)),
+                    count(num(&s["records_per_second"]).unwrap_or(0.0)),
+                ]
+            })
+            .collect();
+        table(&mut o, "SINKS", &[("", 29, Left), ("lag", 12, Right), ("records/s", 11, Right)], &rows);
     }
 
     let _ = write!(o, "\nSLOWEST STAGE  ");
@@ -302,5 +351,55 @@ mod tests {
         ] {
             assert!(s.contains(want), "missing {want:?} in\n{s}");
         }
+    }
+
+    /// The lines of the screen's `title` section, header first, up to the blank line after it.
+    fn section<'a>(screen: &'a str, title: &str) -> Vec<&'a str> {
+        let lines: Vec<&str> = screen.lines().collect();
+        let start =
+            lines.iter().position(|l| l.starts_with(title)).unwrap_or_else(|| panic!("no {title} in\n{screen}"));
+        lines[start..].iter().take_while(|l| !l.is_empty()).copied().collect()
+    }
+
+    #[test]
+    fn long_names_keep_the_columns_aligned() {
+        let long = "checkout_http_requests_from_every_region_enriched";
+        let v = serde_json::json!({
+            "topics": [{"topic": "t", "events_per_second": 1.0, "bytes_per_second": 2.0, "events_total": 3.0},
+                       {"topic": long, "events_per_second": 1500.0, "bytes_per_second": 2048.0, "events_total": 1e9}],
+            "jobs": [{"job": "j", "running": true, "lag": 1.0, "records_per_second": 2.0},
+                     {"job": format!("{long}_per_minute"), "running": false, "lag": 123456789.0,
+                      "records_per_second": 0.0, "backpressure": 0.5, "backpressure_active": true}],
+            "sinks": [{"sink": "store", "topic": "t", "lag": 0.0, "records_per_second": 10.0},
+                      {"sink": "search", "topic": long, "lag": 1234567890.0, "records_per_second": 123456.0}],
+        });
+        let s = render("http://x", &v);
+        for title in ["TOPICS", "JOBS", "SINKS"] {
+            let lines = section(&s, title);
+            assert_eq!(lines.len(), 3, "{title}: a header and two rows in\n{s}");
+            // The last column is right-aligned: aligned columns make every line end at the same place.
+            let width = lines[0].chars().count();
+            for l in &lines {
+                assert_eq!(l.chars().count(), width, "{title} out of line:\n{}", lines.join("\n"));
+            }
+        }
+        // Names are separated from the next column, however long.
+        let sinks = section(&s, "SINKS");
+        assert!(sinks[2].contains(&format!("search <- {long} ")), "{}", sinks.join("\n"));
+        let jobs = section(&s, "JOBS");
+        // Each header sits over its column: "lag" ends where the lag values end.
+        let lag_end = jobs[0].find("lag").unwrap() + 3;
+        assert_eq!(&jobs[2][lag_end - 11..lag_end], "123,456,789", "{}", jobs.join("\n"));
+        // Short names keep the usual layout.
+        let short = render(
+            "http://x",
+            &serde_json::json!({"sinks": [{"sink": "store", "topic": "t", "lag": 0.0,
+            "records_per_second": 10.0}]}),
+        );
+        let before = format!(
+            "\nSINKS{:<27}{:>12} {:>11}\n  {:<30}{:>12} {:>11}\n",
+            "", "lag", "records/s", "store <- t", "0", "10"
+        );
+        assert!(short.contains(&before), "{short}");
     }
 }
