@@ -84,11 +84,16 @@ pub struct SearchConfig {
     pub enabled: bool,
     /// Default time from ingest to searchable (each refresh is a commit of the index), like Elasticsearch's.
     pub refresh_interval: HumanDuration,
-    /// Default width of one index partition (events are routed by their time); retention drops whole partitions.
+    /// Widest index partition (events are routed by their time; retention drops whole partitions). Sparse or
+    /// old data (a backfill) fills partitions this wide (ADR 0011).
     pub partition: HumanDuration,
+    /// Documents after which a partition is sealed and the next one starts (never narrower than an hour), so
+    /// dense data gets partitions of about this many documents.
+    pub partition_docs: u64,
     /// Default retention of every index: partitions wholly older are dropped. `"forever"` keeps everything.
     pub retention: Retention,
-    /// Indexing memory per topic before a segment is written out (tantivy's budget, at least 15MiB).
+    /// Indexing memory per topic, shared by its (at most 3) open partition writers; a writer writes a segment
+    /// out when its share is full (tantivy's budget, at least 15MiB per writer).
     pub writer_memory: ByteSize,
     /// Indexing threads per topic.
     pub indexing_threads: usize,
@@ -107,9 +112,10 @@ impl Default for SearchConfig {
         SearchConfig {
             enabled: true,
             refresh_interval: HumanDuration(Duration::from_secs(1)),
-            partition: HumanDuration(Duration::from_secs(3_600)),
+            partition: HumanDuration(Duration::from_secs(28 * 86_400)),
+            partition_docs: 2 << 20,
             retention: Retention(None),
-            writer_memory: ByteSize(64 << 20),
+            writer_memory: ByteSize(96 << 20),
             indexing_threads: 1,
             merge_threads: 1,
             query_timeout: HumanDuration(Duration::from_secs(5)),
@@ -217,19 +223,26 @@ pub struct StoreConfig {
     pub enabled: bool,
     /// Buffered rows of one table that trigger a flush to a Parquet file.
     pub flush_rows: usize,
+    /// Memory of one table's buffered rows that triggers a flush; writers wait for the flush past twice this.
+    pub flush_memory: ByteSize,
     /// Buffered rows older than this are flushed.
     pub flush_interval: HumanDuration,
-    /// Chunk width of raw event tables (like a hypertable's chunk_time_interval).
+    /// Widest chunk of a raw event table: sparse or old data (a backfill) fills chunks this wide (ADR 0011).
     pub chunk_width: HumanDuration,
-    /// Chunk width of job results tables.
+    /// Rows after which a raw table's chunk is sealed and the next one starts (never narrower than an hour), so
+    /// dense data gets chunks of about this many rows.
+    pub chunk_rows: u64,
+    /// Widest chunk of a job results table.
     pub results_chunk_width: HumanDuration,
+    /// Rows after which a results table's chunk is sealed (each flush rewrites the chunks it touches).
+    pub results_chunk_rows: u64,
     /// Default retention of every table: chunks wholly older are dropped. `"forever"` keeps everything.
     pub retention: Retention,
     /// A chunk with this many files is compacted.
     pub compact_min_files: usize,
     /// Longest a query may run.
     pub query_timeout: HumanDuration,
-    /// Memory one query may use (hash tables, sorts).
+    /// Memory all running queries together may use (hash tables, sorts); a query that needs more fails.
     pub query_memory_limit: ByteSize,
     /// Rows a query answer may hold; longer answers are cut and marked `truncated`.
     pub query_max_rows: usize,
@@ -244,13 +257,16 @@ impl Default for StoreConfig {
         StoreConfig {
             enabled: true,
             flush_rows: 262_144,
+            flush_memory: ByteSize(64 << 20),
             flush_interval: HumanDuration(Duration::from_secs(10)),
-            chunk_width: HumanDuration(Duration::from_secs(3600)),
-            results_chunk_width: HumanDuration(Duration::from_secs(86_400)),
+            chunk_width: HumanDuration(Duration::from_secs(28 * 86_400)),
+            chunk_rows: 4 << 20,
+            results_chunk_width: HumanDuration(Duration::from_secs(28 * 86_400)),
+            results_chunk_rows: 256 << 10,
             retention: Retention(None),
             compact_min_files: 32,
             query_timeout: HumanDuration(Duration::from_secs(30)),
-            query_memory_limit: ByteSize(512 << 20),
+            query_memory_limit: ByteSize(256 << 20),
             query_max_rows: 100_000,
             query_threads: 0,
             tables: Vec::new(),
@@ -308,6 +324,9 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_body_bytes: ByteSize,
+    /// Request bodies of produce requests held in memory at once (from reading to the durable append); past it
+    /// new requests wait. At least `max_body_bytes`.
+    pub max_inflight_bytes: ByteSize,
     /// Largest single event (key + value + headers), like Kafka's `message.max.bytes`.
     pub max_event_bytes: ByteSize,
     pub max_events_per_request: usize,
@@ -389,6 +408,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: ByteSize(32 << 20),
+            max_inflight_bytes: ByteSize(64 << 20),
             max_event_bytes: ByteSize(1 << 20),
             max_events_per_request: 10_000,
             max_json_depth: 64,
@@ -458,6 +478,9 @@ impl Config {
     /// Checks values serde cannot: ranges and relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, msg: String| Err(ConfigError::Invalid(format!("invalid value for `{key}`: {msg}")));
+        if self.limits.max_inflight_bytes.0 < self.limits.max_body_bytes.0 {
+            return bad("limits.max_inflight_bytes", "must be at least limits.max_body_bytes".into());
+        }
         let s = &self.search;
         if s.refresh_interval.0 < Duration::from_millis(10) {
             return bad("search.refresh_interval", "must be at least 10ms".into());
@@ -465,8 +488,11 @@ impl Config {
         if s.partition.0 < Duration::from_secs(60) {
             return bad("search.partition", "must be at least 1m".into());
         }
-        if s.writer_memory.0 < 15 << 20 {
-            return bad("search.writer_memory", "must be at least 15MiB".into());
+        if s.writer_memory.0 < 45 << 20 {
+            return bad("search.writer_memory", "must be at least 45MiB (15MiB for each of 3 writers)".into());
+        }
+        if s.partition_docs == 0 {
+            return bad("search.partition_docs", "must be greater than 0".into());
         }
         if s.indexing_threads == 0 || s.merge_threads == 0 || s.max_limit == 0 {
             return bad("search", "indexing_threads, merge_threads and max_limit must be greater than 0".into());
@@ -561,6 +587,12 @@ impl Config {
             if w < Duration::from_secs(1) {
                 return bad(key, "must be at least 1s".into());
             }
+        }
+        if so.flush_memory.0 < 1 << 20 {
+            return bad("store.flush_memory", format!("must be at least 1MiB (got {})", so.flush_memory));
+        }
+        if so.chunk_rows == 0 || so.results_chunk_rows == 0 {
+            return bad("store", "chunk_rows and results_chunk_rows must be greater than 0".into());
         }
         if so.compact_min_files < 2 {
             return bad("store.compact_min_files", format!("must be at least 2 (got {})", so.compact_min_files));

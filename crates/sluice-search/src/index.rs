@@ -6,6 +6,12 @@
 //! a partition only if its offset is at or past that partition's own committed payload, so a round cut short by a
 //! crash (some partitions committed, the manifest not yet) never adds a document twice. Uncommitted documents die
 //! with the process, as they must: they were never acknowledged by a commit.
+//!
+//! Partitions follow `sluice_sink::partitioning` (ADR 0011): a new one is as wide as the widest allowed slot,
+//! clipped to its neighbours; one that holds `partition_docs` documents is sealed at a commit (its end moves down
+//! to its newest document and is written in that commit's payload). At most [`MAX_OPEN_WRITERS`] writers are
+//! open; a batch that needs another commits and closes the least recently used one, with offsets exact to the
+//! record being added, so memory stays bounded whatever the spread of event times.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -15,14 +21,15 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sluice_config::IndexDefinition;
+use sluice_sink::partitioning::PartitionPolicy;
 use tantivy::directory::MmapDirectory;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
 
 use crate::error::SearchError;
 use crate::schema::IndexSchema;
 
-/// Writers kept open at once per topic (late events can touch old partitions; each writer holds memory).
-const MAX_OPEN_WRITERS: usize = 3;
+/// Writers open at once per topic (late or spread events touch several partitions; each writer holds memory).
+pub const MAX_OPEN_WRITERS: usize = 3;
 /// A clean writer idle this long is closed.
 const WRITER_IDLE: Duration = Duration::from_secs(60);
 
@@ -30,8 +37,12 @@ const WRITER_IDLE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
     pub refresh_interval: Duration,
+    /// Widest partition.
     pub partition_ms: i64,
+    /// Documents after which a partition is sealed.
+    pub partition_docs: u64,
     pub retention_ms: Option<i64>,
+    /// Indexing memory of the topic, shared by its open writers.
     pub writer_memory: usize,
     pub indexing_threads: usize,
     pub merge_threads: usize,
@@ -44,9 +55,17 @@ struct Manifest {
     definition: IndexDefinition,
     /// Next offset per partition of the topic that every index partition has everything below.
     offsets: BTreeMap<u32, u64>,
-    /// Width of the time partitions, fixed at creation (partitions must never overlap).
+    /// Width of the partitions of indexes made before partitions were sealed (then every partition was this
+    /// wide); newer partitions carry their end in their commit payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     partition_ms: Option<i64>,
+}
+
+/// A partition's commit payload: the topic offsets it has everything below, and its end.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    offsets: BTreeMap<u32, u64>,
+    end: i64,
 }
 
 /// A searchable partition: its time range and a reader reloaded after every commit.
@@ -64,6 +83,10 @@ struct Writable {
     committed: BTreeMap<u32, u64>,
     dirty: bool,
     last_used: Instant,
+    /// Documents (committed or not) and their time range, for sealing.
+    docs: u64,
+    min_ts: i64,
+    max_ts: i64,
 }
 
 struct WriteState {
@@ -83,6 +106,8 @@ pub struct TopicIndex {
     pub definition: IndexDefinition,
     pub schema: IndexSchema,
     pub opts: IndexOptions,
+    /// The fixed partition width of an index made before partitions were sealed (kept in its manifest).
+    legacy_width: Option<i64>,
     state: Mutex<WriteState>,
     readers: RwLock<BTreeMap<i64, Arc<Segmented>>>,
 }
@@ -101,7 +126,7 @@ impl TopicIndex {
             topic: topic.to_string(),
             definition,
             offsets: BTreeMap::new(),
-            partition_ms: Some(opts.partition_ms),
+            partition_ms: None,
         };
         write_manifest(dir, &m)?;
         Self::open(dir, opts)
@@ -114,11 +139,9 @@ impl TopicIndex {
     }
 
     /// Opens an index: partitions that were created but never committed are removed.
-    pub fn open(dir: &Path, mut opts: IndexOptions) -> Result<Self, SearchError> {
+    pub fn open(dir: &Path, opts: IndexOptions) -> Result<Self, SearchError> {
         let m = read_manifest(dir)?;
-        if let Some(w) = m.partition_ms.filter(|w| *w > 0) {
-            opts.partition_ms = w;
-        }
+        let legacy_width = m.partition_ms.filter(|w| *w > 0).unwrap_or(opts.partition_ms);
         let schema = IndexSchema::build(&m.definition);
         let pdir = dir.join("partitions");
         std::fs::create_dir_all(&pdir).map_err(|e| SearchError::io(&pdir, e))?;
@@ -136,10 +159,28 @@ impl TopicIndex {
                 continue;
             }
             let index = Index::open_in_dir(&path)?;
-            let committed = payload_offsets(&index)?;
+            let Some(payload) = read_payload(&index, start.saturating_add(legacy_width))? else {
+                // Created (tantivy wrote its empty meta.json) but never committed.
+                drop(index);
+                let _ = std::fs::remove_dir_all(&path);
+                continue;
+            };
             let reader = reader(&index)?;
-            let part = Arc::new(Segmented { start, end: start.saturating_add(opts.partition_ms), index, reader });
-            parts.insert(start, Writable { part, writer: None, committed, dirty: false, last_used: Instant::now() });
+            let (docs, min_ts, max_ts) = time_stats(&reader)?;
+            let part = Arc::new(Segmented { start, end: payload.end, index, reader });
+            parts.insert(
+                start,
+                Writable {
+                    part,
+                    writer: None,
+                    committed: payload.offsets,
+                    dirty: false,
+                    last_used: Instant::now(),
+                    docs,
+                    min_ts,
+                    max_ts,
+                },
+            );
         }
         let readers = parts.iter().map(|(s, w)| (*s, w.part.clone())).collect();
         Ok(TopicIndex {
@@ -148,6 +189,7 @@ impl TopicIndex {
             definition: m.definition,
             schema,
             opts,
+            legacy_width: m.partition_ms,
             state: Mutex::new(WriteState {
                 parts,
                 applied: m.offsets.clone(),
@@ -157,6 +199,10 @@ impl TopicIndex {
             }),
             readers: RwLock::new(readers),
         })
+    }
+
+    fn policy(&self) -> PartitionPolicy {
+        PartitionPolicy::for_retention(self.opts.partition_ms, self.opts.partition_docs, self.opts.retention_ms)
     }
 
     /// Offsets in the manifest: indexing resumes there.
@@ -195,21 +241,31 @@ impl TopicIndex {
         next: &BTreeMap<u32, u64>,
     ) -> Result<u64, SearchError> {
         let mut added = 0;
+        let policy = self.policy();
         let cutoff = self.opts.retention_ms.map(|r| sluice_log::now_ms().saturating_sub(r));
+        // Where this batch has got to: everything below is added to whichever partition it belongs in. A writer
+        // closed mid-batch commits with these offsets, which is exact for it.
+        let mut progress = st.applied.clone();
         for (p, offset, ts, doc) in docs {
-            let start = ts.div_euclid(self.opts.partition_ms).saturating_mul(self.opts.partition_ms);
-            if cutoff.is_some_and(|c| start.saturating_add(self.opts.partition_ms) <= c) {
-                continue; // older than the retention: its partition would be dropped at once
-            }
-            self.ensure_partition(st, start)?;
-            let w = st.parts.get_mut(&start).expect("partition just ensured");
-            if offset < w.committed.get(&p).copied().unwrap_or(0) {
+            let (start, end) = policy.locate(&st.parts, |w| w.part.end, ts);
+            if cutoff.is_some_and(|c| end <= c) {
+                // Older than the retention: its partition would be dropped at once.
+                progress.insert(p, offset + 1);
                 continue;
             }
-            w.writer.as_ref().expect("writer just ensured").add_document(doc)?;
-            w.dirty = true;
-            w.last_used = Instant::now();
-            added += 1;
+            self.ensure_partition(st, start, end, &progress)?;
+            let w = st.parts.get_mut(&start).expect("partition just ensured");
+            if offset >= w.committed.get(&p).copied().unwrap_or(0) {
+                w.writer.as_ref().expect("writer just ensured").add_document(doc)?;
+                w.dirty = true;
+                w.last_used = Instant::now();
+                w.docs += 1;
+                w.min_ts = w.min_ts.min(ts);
+                w.max_ts = w.max_ts.max(ts);
+                added += 1;
+            }
+            let e = progress.entry(p).or_insert(0);
+            *e = (*e).max(offset + 1);
         }
         for (p, o) in next {
             let e = st.applied.entry(*p).or_insert(0);
@@ -219,14 +275,20 @@ impl TopicIndex {
         Ok(added)
     }
 
-    fn ensure_partition(&self, st: &mut WriteState, start: i64) -> Result<(), SearchError> {
+    fn ensure_partition(
+        &self,
+        st: &mut WriteState,
+        start: i64,
+        end: i64,
+        progress: &BTreeMap<u32, u64>,
+    ) -> Result<(), SearchError> {
         if let std::collections::btree_map::Entry::Vacant(slot) = st.parts.entry(start) {
             let path = self.dir.join("partitions").join(start.to_string());
             std::fs::create_dir_all(&path).map_err(|e| SearchError::io(&path, e))?;
             let dir = MmapDirectory::open(&path).map_err(|e| SearchError::Internal(e.to_string()))?;
             let index = Index::create(dir, self.schema.schema.clone(), Default::default())?;
             let reader = reader(&index)?;
-            let part = Arc::new(Segmented { start, end: start.saturating_add(self.opts.partition_ms), index, reader });
+            let part = Arc::new(Segmented { start, end, index, reader });
             self.readers.write().insert(start, part.clone());
             slot.insert(Writable {
                 part,
@@ -234,35 +296,85 @@ impl TopicIndex {
                 committed: BTreeMap::new(),
                 dirty: false,
                 last_used: Instant::now(),
+                docs: 0,
+                min_ts: i64::MAX,
+                max_ts: i64::MIN,
             });
         }
         if st.parts[&start].writer.is_none() {
             let open = st.parts.values().filter(|w| w.writer.is_some()).count();
             if open >= MAX_OPEN_WRITERS {
-                // Only a clean writer may close here: committing mid-batch would record offsets the batch has not
-                // reached. With every writer dirty the cap is exceeded until the next commit round.
                 let lru = st
                     .parts
                     .iter()
-                    .filter(|(_, w)| w.writer.is_some() && !w.dirty)
-                    .min_by_key(|(_, w)| w.last_used)
+                    .filter(|(_, w)| w.writer.is_some())
+                    .min_by_key(|(_, w)| (w.dirty, w.last_used))
                     .map(|(s, _)| *s);
-                if let Some(s) = lru
-                    && let Some(w) = st.parts.get_mut(&s).and_then(|w| w.writer.take())
-                {
-                    w.wait_merging_threads()?;
+                if let Some(s) = lru {
+                    let policy = self.policy();
+                    let w = st.parts.get_mut(&s).expect("listed above");
+                    if w.dirty
+                        && let Some(part) = self.commit_partition(w, progress, &policy)?
+                    {
+                        self.readers.write().insert(s, part);
+                    }
+                    if let Some(wr) = w.writer.take() {
+                        wr.wait_merging_threads()?;
+                    }
                 }
             }
             let w = st.parts.get_mut(&start).expect("partition exists");
             let threads = self.opts.indexing_threads.max(1);
+            // The topic's budget is shared by the writers it may have open at once.
+            let per_writer = self.opts.writer_memory / MAX_OPEN_WRITERS;
             let options = tantivy::indexer::IndexWriterOptions::builder()
-                .memory_budget_per_thread((self.opts.writer_memory / threads).max(15_000_000))
+                .memory_budget_per_thread((per_writer / threads).max(15_000_000))
                 .num_worker_threads(threads)
                 .num_merge_threads(self.opts.merge_threads.max(1))
                 .build();
             w.writer = Some(w.part.index.writer_with_options(options)?);
         }
         Ok(())
+    }
+
+    /// Commits one dirty partition with `offsets` as its payload, sealing it if it is full. Returns its new
+    /// searchable handle when its end moved (the caller swaps it into `readers`).
+    fn commit_partition(
+        &self,
+        w: &mut Writable,
+        offsets: &BTreeMap<u32, u64>,
+        policy: &PartitionPolicy,
+    ) -> Result<Option<Arc<Segmented>>, SearchError> {
+        let part = &w.part;
+        let end = policy.sealed_end(part.start, part.end, w.docs, w.min_ts, w.max_ts);
+        // A partition committed ahead of the manifest (a round cut short, a writer closed mid-batch) stays ahead:
+        // forgetting how far it got would add its documents again on the replay.
+        let mut offsets = offsets.clone();
+        for (p, o) in &w.committed {
+            let e = offsets.entry(*p).or_insert(0);
+            *e = (*e).max(*o);
+        }
+        let payload = serde_json::to_string(&Payload { offsets: offsets.clone(), end })
+            .map_err(|e| SearchError::Internal(e.to_string()))?;
+        let writer = w.writer.as_mut().expect("a dirty partition has a writer");
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        w.committed = offsets;
+        w.dirty = false;
+        w.part.reader.reload()?;
+        if end == w.part.end {
+            return Ok(None);
+        }
+        tracing::debug!(topic = %self.topic, partition_start = part.start, end, documents = w.docs, "search partition sealed");
+        let sealed = Arc::new(Segmented {
+            start: w.part.start,
+            end,
+            index: w.part.index.clone(),
+            reader: w.part.reader.clone(),
+        });
+        w.part = sealed.clone();
+        Ok(Some(sealed))
     }
 
     /// Commits when documents are waiting and the refresh interval has passed; closes idle writers.
@@ -311,18 +423,21 @@ impl TopicIndex {
     fn commit_round(&self, st: &mut WriteState, crash_after: Option<usize>) -> Result<(), SearchError> {
         let started = Instant::now();
         let offsets = st.applied.clone();
-        let payload = serde_json::to_string(&offsets).map_err(|e| SearchError::Internal(e.to_string()))?;
+        let policy = self.policy();
+        let mut moved = Vec::new();
         for (n, w) in st.parts.values_mut().filter(|w| w.dirty).enumerate() {
             if crash_after.is_some_and(|c| n >= c) {
                 break;
             }
-            let writer = w.writer.as_mut().expect("a dirty partition has a writer");
-            let mut prepared = writer.prepare_commit()?;
-            prepared.set_payload(&payload);
-            prepared.commit()?;
-            w.committed = offsets.clone();
-            w.dirty = false;
-            w.part.reader.reload()?;
+            if let Some(part) = self.commit_partition(w, &offsets, &policy)? {
+                moved.push(part);
+            }
+        }
+        if !moved.is_empty() {
+            let mut readers = self.readers.write();
+            for part in moved {
+                readers.insert(part.start, part);
+            }
         }
         if crash_after.is_some() {
             return Ok(());
@@ -332,7 +447,7 @@ impl TopicIndex {
             topic: self.topic.clone(),
             definition: self.definition.clone(),
             offsets: offsets.clone(),
-            partition_ms: Some(self.opts.partition_ms),
+            partition_ms: self.legacy_width,
         };
         write_manifest(&self.dir, &m)?;
         st.committed = offsets;
@@ -355,6 +470,7 @@ impl TopicIndex {
                 && w.dirty
             {
                 wr.rollback()?;
+                w.docs = w.part.reader.searcher().num_docs();
             }
             w.dirty = false;
         }
@@ -426,14 +542,30 @@ fn reader(index: &Index) -> Result<IndexReader, SearchError> {
     Ok(index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?)
 }
 
-fn payload_offsets(index: &Index) -> Result<BTreeMap<u32, u64>, SearchError> {
-    let metas = index.load_metas()?;
-    match metas.payload {
-        None => Ok(BTreeMap::new()),
-        Some(p) => {
-            serde_json::from_str(&p).map_err(|e| SearchError::Internal(format!("bad commit payload `{p}`: {e}")))
+/// A partition's last commit payload; none if it was never committed. Payloads of indexes made before
+/// partitions were sealed hold only the offsets: their end is `legacy_end`.
+fn read_payload(index: &Index, legacy_end: i64) -> Result<Option<Payload>, SearchError> {
+    let Some(p) = index.load_metas()?.payload else { return Ok(None) };
+    let bad = |e: serde_json::Error| SearchError::Internal(format!("bad commit payload `{p}`: {e}"));
+    if p.trim_start().starts_with("{\"offsets\"") {
+        return serde_json::from_str(&p).map(Some).map_err(bad);
+    }
+    let offsets = serde_json::from_str(&p).map_err(bad)?;
+    Ok(Some(Payload { offsets, end: legacy_end }))
+}
+
+/// Documents and the smallest and largest `_ts` of a partition's committed documents.
+fn time_stats(reader: &IndexReader) -> Result<(u64, i64, i64), SearchError> {
+    let searcher = reader.searcher();
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for seg in searcher.segment_readers() {
+        let ts = seg.fast_fields().i64(crate::schema::TS)?;
+        if seg.num_docs() > 0 {
+            min = min.min(ts.min_value());
+            max = max.max(ts.max_value());
         }
     }
+    Ok((searcher.num_docs(), min, max))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

@@ -128,6 +128,7 @@ impl EmbeddedSearch {
                 }
                 let Some(this) = weak.upgrade() else { return };
                 this.apply_pending_config().await;
+                this.map_waiting().await;
                 this.start_sinks().await;
             }
         });
@@ -140,6 +141,7 @@ impl EmbeddedSearch {
         IndexOptions {
             refresh_interval: def.refresh_interval.unwrap_or(c.refresh_interval).0,
             partition_ms: ms(def.partition.unwrap_or(c.partition).0).max(60_000),
+            partition_docs: c.partition_docs,
             retention_ms: def.retention.unwrap_or(c.retention).0.map(ms),
             writer_memory: c.writer_memory.0 as usize,
             indexing_threads: c.indexing_threads,
@@ -171,10 +173,35 @@ impl EmbeddedSearch {
             if e.sink.as_ref().is_some_and(|s| !s.is_finished()) {
                 continue;
             }
-            if self.log.topic(topic).await.is_err() {
+            if e.index.definition.fields.is_empty() || self.log.topic(topic).await.is_err() {
                 continue;
             }
             e.sink = Some(self.spawn_sink(topic, e.index.clone()));
+        }
+    }
+
+    /// Maps the indexes created with `{}` on a topic that had neither a schema nor events, once it has some (like
+    /// Elasticsearch's dynamic mapping, with the rules of [`fields_from_samples`]): the index is made anew with
+    /// those fields and indexes the topic from its start.
+    async fn map_waiting(&self) {
+        let waiting: Vec<IndexDefinition> = {
+            let entries = self.entries.lock().await;
+            entries.values().filter(|e| e.index.definition.fields.is_empty()).map(|e| e.index.definition.clone()).collect()
+        };
+        for mut def in waiting {
+            let topic = def.topic.clone();
+            match self.default_fields(&topic).await {
+                Ok(fields) if fields.is_empty() => continue,
+                Ok(fields) => def.fields = fields,
+                Err(e) => {
+                    tracing::warn!(topic = %topic, error = %e.message, "cannot read events to map a search index");
+                    continue;
+                }
+            }
+            tracing::info!(topic = %topic, fields = def.fields.len(), "search index mapped from the first events");
+            if let Err(e) = self.apply(&topic, def, false).await {
+                tracing::warn!(topic = %topic, error = %e.message, "cannot map the search index");
+            }
         }
     }
 
@@ -209,19 +236,12 @@ impl EmbeddedSearch {
         let mut def = def;
         def.topic = topic.to_string();
         if def.fields.is_empty() {
+            // No schema and no events yet: the index waits, mapped from its first events (`map_waiting`).
             def.fields = self.default_fields(topic).await?;
-            if def.fields.is_empty() {
-                return Err(SearchApiError::new(
-                    400,
-                    "invalid_index_definition",
-                    format!(
-                        "topic `{topic}` has no schema and no events to pick fields from; give the fields, e.g. \
-                         {{\"fields\":{{\"message\":{{\"type\":\"text\"}}}}}}"
-                    ),
-                ));
-            }
         }
-        validate(&def).map_err(api)?;
+        if !def.fields.is_empty() {
+            validate(&def).map_err(api)?;
+        }
         if keep_same && entries.get(topic).is_some_and(|e| e.index.definition == def) {
             drop(entries);
             return self.index(topic).await;
@@ -243,7 +263,8 @@ impl EmbeddedSearch {
         .map_err(blocking_failed)?
         .map_err(api)?;
         let index = Arc::new(index);
-        let sink = (self.config.enabled && !*self.stop.borrow()).then(|| self.spawn_sink(topic, index.clone()));
+        let sink = (self.config.enabled && !*self.stop.borrow() && !index.definition.fields.is_empty())
+            .then(|| self.spawn_sink(topic, index.clone()));
         entries.insert(topic.to_string(), Entry { index, sink });
         drop(entries);
         self.index(topic).await
@@ -308,6 +329,7 @@ impl EmbeddedSearch {
         }
         let lag = total - done;
         let state = match &sink {
+            None if e.index.definition.fields.is_empty() => "waiting_for_events",
             None => "stopped",
             Some(s) if s.state == "stopped" => "stopped",
             Some(_) if lag > 0 => "indexing",

@@ -33,6 +33,8 @@ fn options() -> IndexOptions {
     IndexOptions {
         refresh_interval: Duration::from_millis(10),
         partition_ms: DAY,
+        // Never sealed: these tests place documents in whole days.
+        partition_docs: u64::MAX,
         retention_ms: None,
         writer_memory: 20_000_000,
         indexing_threads: 1,
@@ -375,11 +377,17 @@ mod model {
         ]
     }
 
-    /// The log: two partitions of 120 records each, times spread over three days (out of order within a day).
+    /// The log: two partitions of 120 records each, times spread over five days (out of order within a day), so
+    /// batches touch more partitions than writers may be open.
     fn log() -> Vec<Vec<i64>> {
         (0..2u64)
-            .map(|p| (0..120u64).map(|o| T0 + ((o * 7 + p * 13) % 3) as i64 * DAY + (o as i64 % 11) * 1000).collect())
+            .map(|p| (0..120u64).map(|o| T0 + ((o * 7 + p * 13) % 5) as i64 * DAY + (o as i64 % 11) * 1000).collect())
             .collect()
+    }
+
+    /// Day partitions sealed after 20 documents: seals, gaps and evicted writers all happen.
+    fn options() -> IndexOptions {
+        IndexOptions { partition_docs: 20, ..super::options() }
     }
 
     proptest! {
@@ -434,9 +442,10 @@ mod model {
 }
 
 #[test]
-fn a_batch_over_more_partitions_than_open_writers_is_never_committed_half_way() {
-    // Late events spread one batch over five day partitions (more than the writers kept open); a crash before the
-    // next refresh must lose the whole batch, not commit part of it under the previous offsets.
+fn a_batch_over_more_partitions_than_open_writers_is_indexed_once_across_a_crash() {
+    // Late events spread one batch over five day partitions (more than the writers kept open), so writers are
+    // committed and closed mid-batch with offsets exact to the record being added. A crash before the next refresh
+    // keeps those commits; the replay must skip what they hold and add the rest: everything once.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("logs");
     let batch = |from: u64| -> Vec<(u32, u64, i64, Value)> {
@@ -458,4 +467,58 @@ fn a_batch_over_more_partitions_than_open_writers_is_never_committed_half_way() 
     let mut got = offsets(&search(&index, &r));
     got.sort();
     assert_eq!(got, (0..10).collect::<Vec<u64>>());
+}
+
+#[test]
+fn partitions_follow_the_data_sparse_history_wide_dense_data_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs");
+    let opts = IndexOptions { partition_ms: 28 * DAY, partition_docs: 50, ..options() };
+    let check = |index: &TopicIndex, total: u64| {
+        let parts = index.partition_info();
+        assert!(parts.windows(2).all(|w| w[0].end_ms <= w[1].start_ms), "overlap: {parts:?}");
+        assert_eq!(parts.iter().map(|p| p.documents).sum::<u64>(), total);
+        parts
+    };
+    let index = TopicIndex::create(&path, "logs", definition(), opts.clone()).unwrap();
+    // A year of sparse history (one event every 3.65 days), in order: four-week partitions.
+    let year: Vec<(u32, u64, i64, Value)> =
+        (0..100u64).map(|o| (0, o, T0 + o as i64 * 365 * DAY / 100, json!({"message": format!("old {o}")}))).collect();
+    for b in year.chunks(10) {
+        add(&index, b);
+        index.commit().unwrap();
+    }
+    let sparse = check(&index, 100).len();
+    assert!((13..=15).contains(&sparse), "{sparse} partitions for a sparse year");
+    // Then dense traffic: one event a minute for 8 hours, well past the year. Sealed after 50 documents, but
+    // never narrower than an hour: hourly partitions of ~60.
+    let live0 = T0 + 400 * DAY;
+    let live: Vec<(u32, u64, i64, Value)> = (0..480u64)
+        .map(|i| (0, 100 + i, live0 + i as i64 * 60_000, json!({"message": format!("live {i}")})))
+        .collect();
+    for b in live.chunks(20) {
+        add(&index, b);
+        index.commit().unwrap();
+    }
+    let parts = check(&index, 580);
+    let dense: Vec<_> = parts.iter().filter(|p| p.end_ms > live0).collect();
+    assert!((8..=9).contains(&dense.len()), "{} partitions for 8 dense hours: {dense:?}", dense.len());
+    assert!(dense.iter().all(|p| p.documents <= 80), "{dense:?}");
+    // Late events land in the partition that already covers them.
+    add(&index, &[(0, 580, live0 + 30_000, json!({"message": "late"}))]);
+    index.commit().unwrap();
+    assert_eq!(check(&index, 581).len(), parts.len());
+    // The sealed ends are durable.
+    drop(index);
+    let index = TopicIndex::open(&path, opts).unwrap();
+    let reopened = check(&index, 581);
+    assert_eq!(
+        reopened.iter().map(|p| (p.start_ms, p.end_ms)).collect::<Vec<_>>(),
+        parts.iter().map(|p| (p.start_ms, p.end_ms)).collect::<Vec<_>>()
+    );
+    let mut r = req("*");
+    r.limit = 1000;
+    let mut got = offsets(&search(&index, &r));
+    got.sort();
+    assert_eq!(got, (0..581).collect::<Vec<u64>>());
 }

@@ -61,6 +61,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// The in-process alerts and the metric samples `GET /v1/status` is computed from.
     pub monitor: Arc<alerts::Monitor>,
+    /// Produce bodies in memory, in KiB (`limits.max_inflight_bytes`).
+    inflight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -80,7 +82,26 @@ impl AppState {
             search: OnceLock::new(),
             data_dir: config.data_dir.clone(),
             monitor: Arc::new(alerts::Monitor::new(config.alerts.clone())),
+            inflight: Arc::new(tokio::sync::Semaphore::new(kib(config.limits.max_inflight_bytes.0) as usize)),
         }
+    }
+
+    /// Waits until a produce body of the request's declared length (or of `max_body_bytes` when it declares none)
+    /// fits in `limits.max_inflight_bytes`; the permit is held until the events are durable.
+    pub async fn reserve_body(&self, headers: &axum::http::HeaderMap) -> tokio::sync::OwnedSemaphorePermit {
+        let max = self.limits.max_body_bytes.0;
+        let declared = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let want = kib(declared.unwrap_or(max).min(max)).max(1);
+        let started = std::time::Instant::now();
+        let permit = self.inflight.clone().acquire_many_owned(want).await.expect("the ingest budget is never closed");
+        let waited = started.elapsed();
+        if waited > std::time::Duration::from_millis(1) {
+            metrics::INGEST_BUDGET_WAIT.observe(waited.as_secs_f64());
+        }
+        permit
     }
 
     /// Installs the log once recovery is done; requests that need it get 503 until then.
@@ -412,4 +433,47 @@ async fn ensure_topics(config: &Config, log: &dyn LogStore) -> Result<(), Server
 /// True when `dir` looks like a Sluice data directory (for tools that open it offline).
 pub fn is_data_dir(dir: &Path) -> bool {
     dir.join("log").join("topics").is_dir()
+}
+
+/// Bytes to whole KiB, rounded up (the unit of the ingest budget's permits).
+fn kib(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).min(u64::from(u32::MAX >> 3)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn headers(len: Option<u64>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(len) = len {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_str(&len.to_string()).unwrap());
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn produce_bodies_wait_for_room_in_the_ingest_budget() {
+        let mut config = Config::default();
+        config.limits.max_body_bytes = sluice_config::ByteSize(64 << 10);
+        config.limits.max_inflight_bytes = sluice_config::ByteSize(100 << 10);
+        let state = Arc::new(AppState::new(&config));
+        let first = state.reserve_body(&headers(Some(60 << 10))).await;
+        // A second 60 KiB body does not fit next to the first; a small one does.
+        let waiting = tokio::spawn({
+            let state = state.clone();
+            async move { state.reserve_body(&headers(Some(60 << 10))).await }
+        });
+        let small = state.reserve_body(&headers(Some(100))).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the second body must wait");
+        drop(first);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(second.num_permits(), 60);
+        // A body without a declared length reserves max_body_bytes.
+        drop((second, small));
+        assert_eq!(state.reserve_body(&headers(None)).await.num_permits(), 64);
+        assert_eq!(state.reserve_body(&headers(Some(10 << 20))).await.num_permits(), 64);
+    }
 }

@@ -2,7 +2,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{HistogramVec, IntCounterVec, exponential_buckets, register_histogram_vec, register_int_counter_vec};
+use prometheus::{
+    Histogram, HistogramVec, IntCounterVec, exponential_buckets, register_histogram, register_histogram_vec,
+    register_int_counter_vec,
+};
 
 pub(crate) static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -26,6 +29,15 @@ pub(crate) static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub(crate) static INGEST_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("sluice_ingest_events_total", "Events acknowledged by ingest, per topic.", &["topic"])
         .expect("metric registers once")
+});
+
+pub(crate) static INGEST_BUDGET_WAIT: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "sluice_ingest_budget_wait_seconds",
+        "Time produce requests waited for room in limits.max_inflight_bytes (only waits over 1 ms).",
+        exponential_buckets(0.001, 2.0, 14).expect("valid buckets")
+    )
+    .expect("metric registers once")
 });
 
 pub(crate) static INGEST_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {

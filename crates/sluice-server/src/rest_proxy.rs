@@ -105,6 +105,7 @@ pub(crate) async fn produce(
     };
     crate::routes::ensure_not_internal(&topic)?;
     let limits = &state.limits;
+    let _budget = state.reserve_body(&headers).await;
     let body = read_body(&headers, body, limits.max_body_bytes.0).await?;
     let info = resolve_topic(&state, &topic).await?;
     metrics::INGEST_BYTES.with_label_values(&[&info.name]).inc_by(body.len() as u64);

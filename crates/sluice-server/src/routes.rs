@@ -292,6 +292,7 @@ async fn produce_inner(
     let q: ProduceQuery =
         axum::extract::Query::try_from_uri(uri).map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?.0;
     let limits = &state.limits;
+    let _budget = state.reserve_body(headers).await;
     let body = read_body(headers, body, limits.max_body_bytes.0).await?;
     let info = resolve_topic(state, topic).await?;
     metrics::INGEST_BYTES.with_label_values(&[&info.name]).inc_by(body.len() as u64);

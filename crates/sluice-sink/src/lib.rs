@@ -14,6 +14,7 @@
 //! its embedded adapter (tantivy) lives in `sluice-search`.
 
 pub mod metrics;
+pub mod partitioning;
 pub mod runner;
 pub mod search;
 pub mod store;

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sluice_sink::partitioning::PartitionPolicy;
 
 use crate::error::StoreError;
 use crate::rows::{ColumnDef, ColumnType};
@@ -80,7 +81,11 @@ pub(crate) struct Manifest {
     pub generation: u64,
     pub kind: TableKind,
     pub time_column: String,
+    /// Widest a chunk may be (`sluice_sink::partitioning`).
     pub chunk_width_ms: i64,
+    /// Rows after which a chunk is sealed; none: chunks keep their full width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_rows: Option<u64>,
     pub retention_ms: Option<i64>,
     pub columns: Vec<ColumnEntry>,
     /// By chunk start (ms since the epoch).
@@ -105,19 +110,48 @@ struct EnvelopeIn<'a> {
 }
 
 impl Manifest {
-    pub fn new(kind: TableKind, chunk_width_ms: i64, retention_ms: Option<i64>, columns: &[ColumnDef]) -> Manifest {
+    pub fn new(
+        kind: TableKind,
+        chunk_width_ms: i64,
+        chunk_rows: Option<u64>,
+        retention_ms: Option<i64>,
+        columns: &[ColumnDef],
+    ) -> Manifest {
         Manifest {
             version: MANIFEST_VERSION,
             generation: 0,
             kind,
             time_column: kind.time_column().to_string(),
             chunk_width_ms,
+            chunk_rows,
             retention_ms,
             columns: column_entries(columns),
             chunks: BTreeMap::new(),
             source_offsets: BTreeMap::new(),
             conflicts: 0,
             next_file_seq: 1,
+        }
+    }
+
+    /// How chunks are placed and sealed.
+    pub fn partition_policy(&self) -> PartitionPolicy {
+        PartitionPolicy::for_retention(self.chunk_width_ms, self.chunk_rows.unwrap_or(u64::MAX), self.retention_ms)
+    }
+
+    /// The chunk `[start, end)` holding time `t` (an existing one, or where a new one would go).
+    pub fn chunk_for(&self, t: i64) -> (i64, i64) {
+        self.partition_policy().locate(&self.chunks, |c| c.end, t)
+    }
+
+    /// Seals the chunk starting at `start` if it reached `chunk_rows` (its end moves down to its newest row).
+    pub fn seal_chunk(&mut self, start: i64) {
+        let policy = self.partition_policy();
+        if let Some(c) = self.chunks.get_mut(&start)
+            && let (Some(min), Some(max)) =
+                (c.files.iter().map(|f| f.min_time).min(), c.files.iter().map(|f| f.max_time).max())
+        {
+            let rows = c.files.iter().map(|f| f.rows).sum();
+            c.end = policy.sealed_end(start, c.end, rows, min, max);
         }
     }
 
@@ -235,7 +269,7 @@ mod tests {
     use crate::rows::Mapping;
 
     fn sample() -> Manifest {
-        let mut m = Manifest::new(TableKind::Raw, 3_600_000, Some(86_400_000), &Mapping::new(TableKind::Raw).columns);
+        let mut m = Manifest::new(TableKind::Raw, 3_600_000, None, Some(86_400_000), &Mapping::new(TableKind::Raw).columns);
         m.chunks.insert(
             0,
             ChunkEntry {

@@ -178,9 +178,11 @@ impl EmbeddedStore {
         if let Some(t) = self.store.table(table) {
             return Ok(t);
         }
-        let (kind, width) = match feed {
-            Feed::Raw { .. } => (TableKind::Raw, self.config.chunk_width.0),
-            Feed::Results { .. } => (TableKind::Results, self.config.results_chunk_width.0),
+        let (kind, width, rows) = match feed {
+            Feed::Raw { .. } => (TableKind::Raw, self.config.chunk_width.0, self.config.chunk_rows),
+            Feed::Results { .. } => {
+                (TableKind::Results, self.config.results_chunk_width.0, self.config.results_chunk_rows)
+            }
         };
         let per_table = self.config.tables.iter().find(|t| t.name == table);
         let width = per_table.and_then(|t| t.chunk_width).map_or(width, |w| w.0);
@@ -192,6 +194,7 @@ impl EmbeddedStore {
         let spec = TableSpec {
             kind,
             chunk_width_ms: width.as_millis().min(i64::MAX as u128) as i64,
+            chunk_rows: Some(rows),
             retention_ms: retention.map(|r| r.as_millis().min(i64::MAX as u128) as i64),
             declared,
         };
@@ -230,6 +233,7 @@ impl SnapshotSource for TableSource {
 fn store_options(c: &StoreConfig) -> StoreOptions {
     let mut o = StoreOptions::default();
     o.table.flush_rows = c.flush_rows;
+    o.table.flush_bytes = c.flush_memory.0 as usize;
     o.table.flush_interval = c.flush_interval.0;
     o.table.compact_min_files = c.compact_min_files;
     o

@@ -2,8 +2,9 @@
 //!
 //! Queries run on the engine's own multi-thread tokio runtime so a CPU-heavy scan or aggregation never starves
 //! the runtime that ingests and serves HTTP; `query` can be awaited from any runtime. Every query gets a fresh
-//! `SessionContext` with only the tables it was given, `time_bucket`, a memory pool capped at the configured
-//! limit (spilling disabled, so exceeding it fails the query instead of filling the disk) and `SQLOptions` that
+//! `SessionContext` with only the tables it was given, `time_bucket`, the engine's one memory pool (all running
+//! queries together stay under the configured limit; spilling disabled, so exceeding it fails the query that
+//! asked for more instead of filling the disk) and `SQLOptions` that
 //! refuse DDL, DML and other statements (`EXPLAIN`, `SHOW TABLES` and `DESCRIBE` work).
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::provider::{ScanCounters, SnapshotSource, SnapshotTable};
 pub struct QueryOptions {
     /// Wall-clock limit of one query; the query is cancelled when it is reached.
     pub timeout: Duration,
-    /// Memory one query may reserve for its operators (hash tables, sorts, buffers).
+    /// Memory all running queries together may reserve for their operators (hash tables, sorts, buffers).
     pub memory_limit_bytes: usize,
     /// Rows returned at most; the rest is dropped and the output marked `truncated`.
     pub max_rows: usize,
@@ -36,7 +37,7 @@ pub struct QueryOptions {
 impl Default for QueryOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
-        QueryOptions { timeout: Duration::from_secs(30), memory_limit_bytes: 512 << 20, max_rows: 100_000, threads }
+        QueryOptions { timeout: Duration::from_secs(30), memory_limit_bytes: 256 << 20, max_rows: 100_000, threads }
     }
 }
 
@@ -212,6 +213,7 @@ impl QueryEngine {
             .map_err(|e| QueryError::Internal(format!("cannot start the query timer: {e}")))?;
         let base_env = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(options.memory_limit_bytes)))
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         Ok(QueryEngine {
@@ -269,12 +271,8 @@ async fn run(
 ) -> Result<QueryOutput, QueryError> {
     let started = Instant::now();
     let df_err = |e: DataFusionError| QueryError::from_datafusion(&e, options);
-    let env = RuntimeEnvBuilder::from_runtime_env(&base_env)
-        .with_memory_pool(Arc::new(GreedyMemoryPool::new(options.memory_limit_bytes)))
-        .build_arc()
-        .map_err(df_err)?;
     let config = SessionConfig::new().with_target_partitions(options.threads).with_information_schema(true);
-    let ctx = SessionContext::new_with_config_rt(config, env);
+    let ctx = SessionContext::new_with_config_rt(config, base_env);
     ctx.register_udf(crate::udf::time_bucket_udf());
     let counters = Arc::new(ScanCounters::default());
     for (name, source) in tables {

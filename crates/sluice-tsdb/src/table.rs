@@ -39,7 +39,7 @@ use crate::snapshot::{FileRef, TableSnapshot, adapt_batch};
 /// committed key hashes of each rewritten chunk.
 type FlushPlan = (Manifest, Vec<PathBuf>, Vec<(i64, Option<HashSet<u64>>)>);
 
-/// Default chunk widths: raw tables one hour, results tables one day.
+/// Chunk widths of [`TableSpec::raw`] and [`TableSpec::results`].
 pub const RAW_CHUNK_WIDTH_MS: i64 = 3_600_000;
 pub const RESULTS_CHUNK_WIDTH_MS: i64 = 86_400_000;
 /// Rows per batch when reading files back (compaction, keyed merges).
@@ -49,21 +49,33 @@ const READ_BATCH_ROWS: usize = 8192;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableSpec {
     pub kind: TableKind,
+    /// Widest a chunk may be.
     pub chunk_width_ms: i64,
+    /// Rows after which a chunk is sealed (ADR 0011); none: every chunk is `chunk_width_ms` wide.
+    pub chunk_rows: Option<u64>,
     pub retention_ms: Option<i64>,
     /// Value columns that exist up front (e.g. from an Avro reader schema); dotted names for nested fields.
     pub declared: Vec<(String, DataType)>,
 }
 
 impl TableSpec {
+    /// A raw table of fixed one-hour chunks (the server's tables follow `[store]` instead).
     pub fn raw() -> TableSpec {
-        TableSpec { kind: TableKind::Raw, chunk_width_ms: RAW_CHUNK_WIDTH_MS, retention_ms: None, declared: vec![] }
+        TableSpec {
+            kind: TableKind::Raw,
+            chunk_width_ms: RAW_CHUNK_WIDTH_MS,
+            chunk_rows: None,
+            retention_ms: None,
+            declared: vec![],
+        }
     }
 
+    /// A results table of fixed one-day chunks.
     pub fn results() -> TableSpec {
         TableSpec {
             kind: TableKind::Results,
             chunk_width_ms: RESULTS_CHUNK_WIDTH_MS,
+            chunk_rows: None,
             retention_ms: None,
             declared: vec![],
         }
@@ -79,6 +91,9 @@ pub type Failpoint = Arc<dyn Fn(&str) -> std::io::Result<()> + Send + Sync>;
 pub struct TableOptions {
     /// Flush when this many rows are buffered.
     pub flush_rows: usize,
+    /// Flush when the buffered rows take this much memory (Arrow buffers); writers wait for the flush past twice
+    /// this, so a table's buffer stays within about 3x (buffer, the rows being flushed, and the next batch).
+    pub flush_bytes: usize,
     /// Flush rows buffered for longer than this (see [`Table::flush_if_older`]); also how long after a chunk's
     /// end (relative to the newest row) it counts as closed for compaction.
     pub flush_interval: Duration,
@@ -99,6 +114,7 @@ impl Default for TableOptions {
     fn default() -> TableOptions {
         TableOptions {
             flush_rows: 100_000,
+            flush_bytes: 64 << 20,
             flush_interval: Duration::from_secs(10),
             compact_min_files: 32,
             target_file_bytes: 128 << 20,
@@ -114,6 +130,7 @@ impl std::fmt::Debug for TableOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TableOptions")
             .field("flush_rows", &self.flush_rows)
+            .field("flush_bytes", &self.flush_bytes)
             .field("flush_interval", &self.flush_interval)
             .field("compact_min_files", &self.compact_min_files)
             .field("target_file_bytes", &self.target_file_bytes)
@@ -158,6 +175,7 @@ pub struct TableInfo {
     pub kind: TableKind,
     pub time_column: String,
     pub chunk_width_ms: i64,
+    pub chunk_rows: Option<u64>,
     pub retention_ms: Option<i64>,
     pub columns: Vec<ColumnInfo>,
     pub chunks: Vec<ChunkInfo>,
@@ -194,6 +212,8 @@ struct Buffer {
     visible: Vec<RecordBatch>,
     keys: HashMap<Pk, Slot>,
     rows: usize,
+    /// Memory of the buffered batches.
+    bytes: usize,
     offsets: BTreeMap<u32, u64>,
     since: Option<Instant>,
 }
@@ -281,30 +301,6 @@ fn key_hash(ws: i64, we: i64, key: &str) -> u64 {
     h.finish()
 }
 
-/// The chunk `[start, end)` holding time `t`: an existing chunk if one covers `t`, else the width-aligned range
-/// clipped so it overlaps no existing chunk (chunks made under an older width keep their bounds).
-fn chunk_for(chunks: &BTreeMap<i64, ChunkEntry>, width: i64, t: i64) -> (i64, i64) {
-    let prev = chunks.range(..=t).next_back();
-    if let Some((&s, c)) = prev
-        && t < c.end
-    {
-        return (s, c.end);
-    }
-    let mut start = t.div_euclid(width).saturating_mul(width);
-    let mut end = start.saturating_add(width);
-    if let Some((_, c)) = prev {
-        start = start.max(c.end);
-    }
-    if let Some((&s, _)) = chunks.range((std::ops::Bound::Excluded(t), std::ops::Bound::Unbounded)).next() {
-        end = end.min(s);
-    }
-    if end <= t {
-        // Only at the very end of the i64 range.
-        end = t.saturating_add(1);
-    }
-    (start, end)
-}
-
 fn time_values(batch: &RecordBatch) -> Result<&[i64], StoreError> {
     // The time column is always the first one (event_time or window_start) and NOT NULL.
     let col = batch.column(0);
@@ -343,7 +339,8 @@ impl Table {
             }
             None => {
                 let mapping = Mapping::new(spec.kind);
-                let manifest = Manifest::new(spec.kind, spec.chunk_width_ms, spec.retention_ms, &mapping.columns);
+                let manifest =
+                    Manifest::new(spec.kind, spec.chunk_width_ms, spec.chunk_rows, spec.retention_ms, &mapping.columns);
                 // Garbage from an earlier attempt (crash before the first commit) is removed by load.
                 manifest.write(&dir, || Ok(()))?;
                 sync_dir(root)?;
@@ -473,8 +470,9 @@ impl Table {
             batch
         };
         st.conflicts += conflicts;
-        let (full, buffered) = {
+        let (full, over) = {
             let st = &mut *st;
+            st.buffer.bytes += batch.get_array_memory_size();
             if n > 0 {
                 match self.kind {
                     TableKind::Raw => st.buffer.batches.push(batch),
@@ -489,14 +487,18 @@ impl Table {
             if !st.buffer.is_empty() && st.buffer.since.is_none() {
                 st.buffer.since = Some(Instant::now());
             }
-            (st.buffer.rows >= self.options.flush_rows, st.buffer.rows)
+            let (rows, bytes) = (st.buffer.rows, st.buffer.bytes);
+            let full = rows >= self.options.flush_rows || bytes >= self.options.flush_bytes;
+            let over =
+                rows >= self.options.flush_rows.saturating_mul(4) || bytes >= self.options.flush_bytes.saturating_mul(2);
+            (full, over)
         };
         drop(st);
         let mut outcome = WriteOutcome { rows: n, conflicts, flushed: false };
         if full {
             // Writers do not queue behind a running flush or compaction: the rows wait for the next write or
             // the maintenance round, unless the buffer is far over its limit (backpressure).
-            let guard = if buffered >= self.options.flush_rows.saturating_mul(4) {
+            let guard = if over {
                 Some(self.maint.lock())
             } else {
                 self.maint.try_lock()
@@ -546,6 +548,7 @@ impl Table {
             kind: self.kind,
             time_column: m.time_column.clone(),
             chunk_width_ms: m.chunk_width_ms,
+            chunk_rows: m.chunk_rows,
             retention_ms: m.retention_ms,
             columns: st
                 .mapping
@@ -669,15 +672,16 @@ impl Table {
         }
         let since = taken.since.or(newer.since);
         let rows = taken.rows + newer.rows;
+        let bytes = taken.bytes + newer.bytes;
         match self.kind {
             TableKind::Raw => {
                 let mut batches = taken.batches;
                 batches.extend(newer.batches);
-                st.buffer = Buffer { batches, rows, offsets, since, ..Buffer::default() };
+                st.buffer = Buffer { batches, rows, bytes, offsets, since, ..Buffer::default() };
             }
             TableKind::Results => {
                 // Replay both in order so the newer versions of a key win again.
-                st.buffer = Buffer { rows, offsets, since, ..Buffer::default() };
+                st.buffer = Buffer { rows, bytes, offsets, since, ..Buffer::default() };
                 let st = &mut *st;
                 for (batch, tombstones) in taken
                     .batches
@@ -711,7 +715,7 @@ impl Table {
             let mut current = (i64::MAX, i64::MIN);
             for (i, &t) in times.iter().enumerate() {
                 if !(current.0 <= t && t < current.1) {
-                    current = chunk_for(&manifest.chunks, manifest.chunk_width_ms, t);
+                    current = manifest.chunk_for(t);
                 }
                 by_chunk.entry(current.0).or_insert_with(|| (current.1, Vec::new())).1.push(i as u32);
             }
@@ -725,6 +729,7 @@ impl Table {
                     new.chunks.entry(start).or_insert_with(|| ChunkEntry { end, files: vec![], compacted: false });
                 chunk.files.push(entry);
                 chunk.compacted = false;
+                new.seal_chunk(start);
             }
             self.fail("flush:files_written")?;
         }
@@ -748,7 +753,7 @@ impl Table {
         #[allow(clippy::type_complexity)]
         let mut by_chunk: BTreeMap<i64, (i64, Vec<(&Pk, Slot)>)> = BTreeMap::new();
         for (pk, &slot) in &taken.keys {
-            let (start, end) = chunk_for(&manifest.chunks, manifest.chunk_width_ms, pk.0);
+            let (start, end) = manifest.chunk_for(pk.0);
             by_chunk.entry(start).or_insert_with(|| (end, Vec::new())).1.push((pk, slot));
         }
         for (start, (end, entries)) in by_chunk {
@@ -790,6 +795,7 @@ impl Table {
                 new.next_file_seq += 1;
                 chunk_entry.files.push(self.write_file(start, seq, &[sorted], written)?);
                 new.chunks.insert(start, chunk_entry);
+                new.seal_chunk(start);
                 key_sets.push((start, Some(set)));
             } else {
                 new.chunks.remove(&start);
@@ -1135,7 +1141,7 @@ fn add_keyed(st: &mut State, batch: RecordBatch, tombstones: Vec<bool>) -> Resul
 }
 
 fn chunk_start_of(manifest: &Manifest, t: i64) -> i64 {
-    chunk_for(&manifest.chunks, manifest.chunk_width_ms, t).0
+    manifest.chunk_for(t).0
 }
 
 fn key_columns(batch: &RecordBatch) -> Result<(&[i64], &[i64], &StringArray), StoreError> {

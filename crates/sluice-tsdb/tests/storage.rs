@@ -678,3 +678,64 @@ fn throughput_of_raw_rows() {
         rows as f64 / total.as_secs_f64()
     );
 }
+
+#[test]
+fn chunks_follow_the_data_sparse_history_wide_dense_data_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 24 * HOUR;
+    let spec = TableSpec { chunk_width_ms: 28 * day, chunk_rows: Some(100), ..TableSpec::raw() };
+    let table = Table::create_or_open(dir.path(), "b", spec, opts()).unwrap();
+    let t0 = 1_795_824_000_000i64;
+    // A year of sparse history, in order, flushed every 20 rows: four-week chunks, not 8,760 hourly ones.
+    for from in (0..200u64).step_by(20) {
+        write_raw(&table, 0, from..from + 20, |o| t0 + o as i64 * 365 * day / 200, "{}");
+        table.flush().unwrap();
+    }
+    let chunks = |t: &Table| t.info().chunks.iter().map(|c| (c.start_ms, c.end_ms, c.rows)).collect::<Vec<_>>();
+    let sparse = chunks(&table);
+    assert!((13..=15).contains(&sparse.len()), "{sparse:?}");
+    // Dense data: 10 rows a minute for 5 hours. Sealed past 100 rows but never narrower than an hour.
+    let live0 = t0 + 400 * day;
+    for from in (200..3200u64).step_by(150) {
+        write_raw(&table, 0, from..from + 150, |o| live0 + (o as i64 - 200) * 6_000, "{}");
+        table.flush().unwrap();
+    }
+    let all = chunks(&table);
+    assert!(all.windows(2).all(|w| w[0].1 <= w[1].0), "overlap: {all:?}");
+    let dense: Vec<_> = all.iter().filter(|c| c.1 > live0).collect();
+    assert!((5..=6).contains(&dense.len()), "{dense:?}");
+    assert!(dense.iter().all(|c| c.2 <= 750), "{dense:?}");
+    // A late row goes to the sealed chunk covering it; sealed ends are durable; every row is there once.
+    write_raw(&table, 0, 3200..3201, |_| live0 + 1_000, "{}");
+    table.flush().unwrap();
+    assert_eq!(chunks(&table).len(), all.len());
+    let before = chunks(&table);
+    drop(table);
+    let table = Table::open(dir.path(), "b", opts()).unwrap();
+    assert_eq!(chunks(&table), before);
+    assert_eq!(raw_ids(&table), expected_ids(&BTreeMap::from([(0, 3201)])));
+}
+
+#[test]
+fn results_chunks_are_sealed_by_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TableSpec { chunk_width_ms: 28 * 24 * HOUR, chunk_rows: Some(30), ..TableSpec::results() };
+    let table = Table::create_or_open(dir.path(), "j", spec, opts()).unwrap();
+    // One window a minute for 3 hours: chunks sealed at the hour floor, each window once.
+    for w in 0..180i64 {
+        write_result(&table, w * 60_000, "k", Some(w), w as u64 + 1);
+        if w % 10 == 9 {
+            table.flush().unwrap();
+        }
+    }
+    table.flush().unwrap();
+    let info = table.info();
+    assert!((3..=4).contains(&info.chunks.len()), "{:?}", info.chunks);
+    assert!(info.chunks.windows(2).all(|w| w[0].end_ms <= w[1].start_ms));
+    // An upsert of an old window replaces its row in the sealed chunk.
+    write_result(&table, 5 * 60_000, "k", Some(-1), 181);
+    table.flush().unwrap();
+    let rows = results(&table);
+    assert_eq!(rows.len(), 180);
+    assert_eq!(rows[&(5 * 60_000, "k".to_string())], -1);
+}

@@ -304,6 +304,7 @@ fn bench_blocking(a: SearchBenchArgs) -> Result<()> {
     let opts = IndexOptions {
         refresh_interval: Duration::from_secs(1),
         partition_ms: HOUR,
+        partition_docs: sluice_config::SearchConfig::default().partition_docs,
         retention_ms: None,
         writer_memory: 512 << 20,
         indexing_threads: a.threads.max(1),

@@ -255,6 +255,42 @@ async fn events_are_searchable_within_the_refresh_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_on_an_empty_json_topic_is_mapped_from_its_first_events() {
+    // Regression (issue 18): `{}` on an empty JSON topic answered 400. Like Elasticsearch, the index is created
+    // first and mapped from the data that arrives, with the same rules as inference from existing events.
+    let s = start(&[]).await;
+    let (st, _) = s.post("/v1/topics", json!({"name": "fresh", "partitions": 2})).await;
+    assert_eq!(st, 201);
+    let (st, v) = s.put("/v1/topics/fresh/index", json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["state"], "waiting_for_events", "{v}");
+    assert_eq!(v["definition"]["fields"], json!({}), "{v}");
+    let (st, v) = s.search(&[("topic", "fresh"), ("q", "*")]).await;
+    assert_eq!((st, v["total"].as_u64()), (200, Some(0)), "{v}");
+    // Asking again keeps the waiting index.
+    let (st, v) = s.put("/v1/topics/fresh/index", json!({})).await;
+    assert_eq!((st, v["state"].as_str()), (200, Some("waiting_for_events")), "{v}");
+
+    s.produce("fresh", log_events().into_iter().take(50).collect()).await;
+    let v = s.index_until("fresh", |v| v["state"] == "live" && v["documents"] == 50).await;
+    let fields = &v["definition"]["fields"];
+    assert_eq!(fields["message"]["type"], "text", "{v}");
+    assert_eq!(fields["service"]["type"], "text", "{v}");
+    assert_eq!(fields["service"]["keyword"], true, "{v}");
+    assert_eq!(fields["latency_ms"]["type"], "number", "{v}");
+    assert_eq!(fields["http.status"]["type"], "number", "{v}");
+    let (st, v) = s.search(&[("topic", "fresh"), ("q", "timeout AND http.status:504")]).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["total"].as_u64(), Some(8), "every 7th of 50 events: {v}");
+    let (_, v) = s.search(&[("topic", "fresh"), ("q", "*"), ("facets", "service")]).await;
+    let checkout = v["facets"]["service"].as_array().unwrap().iter().find(|f| f["value"] == "checkout").cloned();
+    assert_eq!(checkout.map(|f| f["count"].clone()), Some(json!(17)), "{v}");
+    // The mapping is kept: later events are indexed with it.
+    s.produce("fresh", log_events().into_iter().skip(50).take(10).collect()).await;
+    s.index_until("fresh", |v| v["documents"] == 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_topics_get_defaults_from_their_schema_and_indexes_survive_restarts() {
     let s = start(&[]).await;
     let (st, _) = s.post("/v1/topics", json!({"name": "orders", "partitions": 1})).await;
