@@ -121,13 +121,8 @@ impl TopicIndex {
         opts: IndexOptions,
     ) -> Result<Self, SearchError> {
         std::fs::create_dir_all(dir.join("partitions")).map_err(|e| SearchError::io(dir, e))?;
-        let m = Manifest {
-            version: 1,
-            topic: topic.to_string(),
-            definition,
-            offsets: BTreeMap::new(),
-            partition_ms: None,
-        };
+        let m =
+            Manifest { version: 1, topic: topic.to_string(), definition, offsets: BTreeMap::new(), partition_ms: None };
         write_manifest(dir, &m)?;
         Self::open(dir, opts)
     }

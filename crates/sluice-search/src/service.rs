@@ -186,7 +186,11 @@ impl EmbeddedSearch {
     async fn map_waiting(&self) {
         let waiting: Vec<IndexDefinition> = {
             let entries = self.entries.lock().await;
-            entries.values().filter(|e| e.index.definition.fields.is_empty()).map(|e| e.index.definition.clone()).collect()
+            entries
+                .values()
+                .filter(|e| e.index.definition.fields.is_empty())
+                .map(|e| e.index.definition.clone())
+                .collect()
         };
         for mut def in waiting {
             let topic = def.topic.clone();

@@ -493,9 +493,8 @@ fn partitions_follow_the_data_sparse_history_wide_dense_data_sealed() {
     // Then dense traffic: one event a minute for 8 hours, well past the year. Sealed after 50 documents, but
     // never narrower than an hour: hourly partitions of ~60.
     let live0 = T0 + 400 * DAY;
-    let live: Vec<(u32, u64, i64, Value)> = (0..480u64)
-        .map(|i| (0, 100 + i, live0 + i as i64 * 60_000, json!({"message": format!("live {i}")})))
-        .collect();
+    let live: Vec<(u32, u64, i64, Value)> =
+        (0..480u64).map(|i| (0, 100 + i, live0 + i as i64 * 60_000, json!({"message": format!("live {i}")}))).collect();
     for b in live.chunks(20) {
         add(&index, b);
         index.commit().unwrap();

@@ -269,7 +269,8 @@ mod tests {
     use crate::rows::Mapping;
 
     fn sample() -> Manifest {
-        let mut m = Manifest::new(TableKind::Raw, 3_600_000, None, Some(86_400_000), &Mapping::new(TableKind::Raw).columns);
+        let mut m =
+            Manifest::new(TableKind::Raw, 3_600_000, None, Some(86_400_000), &Mapping::new(TableKind::Raw).columns);
         m.chunks.insert(
             0,
             ChunkEntry {

@@ -489,8 +489,8 @@ impl Table {
             }
             let (rows, bytes) = (st.buffer.rows, st.buffer.bytes);
             let full = rows >= self.options.flush_rows || bytes >= self.options.flush_bytes;
-            let over =
-                rows >= self.options.flush_rows.saturating_mul(4) || bytes >= self.options.flush_bytes.saturating_mul(2);
+            let over = rows >= self.options.flush_rows.saturating_mul(4)
+                || bytes >= self.options.flush_bytes.saturating_mul(2);
             (full, over)
         };
         drop(st);
@@ -498,11 +498,7 @@ impl Table {
         if full {
             // Writers do not queue behind a running flush or compaction: the rows wait for the next write or
             // the maintenance round, unless the buffer is far over its limit (backpressure).
-            let guard = if over {
-                Some(self.maint.lock())
-            } else {
-                self.maint.try_lock()
-            };
+            let guard = if over { Some(self.maint.lock()) } else { self.maint.try_lock() };
             if let Some(guard) = guard {
                 self.flush_locked(&guard)?;
                 outcome.flushed = true;
