@@ -7,12 +7,16 @@
 //! - [`pipeline`]: the example job under load: ingest ack -> visible in hot results, measured in the server;
 //!   and hot-results reads at a fixed rate.
 //! - [`jobs`]: the example job's per-event work on one core, and a checkpoint of a million keys of state.
+//! - [`backfill`]: a year of history in time order through the job, the store and search: sink throughput until
+//!   caught up, peak RSS, files and partitions, query latency during the backfill.
 //! - [`read`]: sequential read of one partition from offset 0, straight from a data directory.
 
+pub mod backfill;
 pub mod events;
 pub mod jobs;
 pub mod pipeline;
 
+pub use backfill::BackfillArgs;
 pub use jobs::{CheckpointArgs, OperatorArgs};
 pub use pipeline::{PipelineArgs, ResultsArgs};
 

@@ -153,6 +153,11 @@ enum BenchCommand {
     /// Search: produce at a fixed rate to a running server and report acknowledgement -> searchable latency.
     #[command(after_help = "Example:\n  sluice bench search-latency --rate 10000 --duration 60s")]
     SearchLatency(search::SearchLatencyArgs),
+    /// Backfill a year of events in time order through the example job, the store and a search index; report
+    /// sink throughput until caught up, peak RSS, store files, index partitions and query latency meanwhile.
+    #[command(after_help = "Examples:\n  sluice bench backfill\n  \
+        sluice bench backfill --events 50000 --span 30d --server-pid $(pgrep -n sluice) --json")]
+    Backfill(sluice_bench::BackfillArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -199,6 +204,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Bench(BenchCommand::Store(args)) => store::bench(args).await?,
         Command::Bench(BenchCommand::Search(args)) => search::bench(args).await?,
         Command::Bench(BenchCommand::SearchLatency(args)) => search::latency(args).await?,
+        Command::Bench(BenchCommand::Backfill(args)) => sluice_bench::backfill::backfill(args).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
