@@ -1,12 +1,14 @@
 //! `sluice bench backfill`: a year of history sent to a running server in time order, with the README's example
-//! job, the store and a default search index on the topic. Reports ingest events/s, each sink's events/s until its
-//! lag is 0, the total time until everything caught up, the server's peak RSS (sampled every 200 ms from
-//! `/metrics`, or VmHWM of `--server-pid`), store files and chunks per table, search index partitions, and P50/P99
-//! of a term search and of a `time_bucket` query issued every 250 ms during the run.
+//! job and the store; a default search index is created once the history is in (as a user indexing an archive
+//! would), and builds from it while live events arrive at `--live-rate`. Reports ingest events/s, each sink's
+//! events/s through the history, the total time until everything caught up, the server's peak RSS (sampled every
+//! 200 ms from `/metrics`, or VmHWM of `--server-pid`), store files and chunks per table, search index
+//! partitions, P50/P99 of a term search and of a `time_bucket` query issued every 250 ms in each phase, and the
+//! acknowledgement latency of the live events.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -58,11 +60,28 @@ pub struct BackfillArgs {
     /// Pid of the server process: its VmHWM from /proc is reported too.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// When the search index is created: `after` the history is in (it then indexes the history while live
+    /// events flow), or at the `start` with the first events (both sinks work the history together).
+    #[arg(long, value_enum, default_value = "after")]
+    pub index: IndexAt,
+    /// Live events per second sent while the sinks catch up (with `--index after`); their ack latency is
+    /// reported. 0: none.
+    #[arg(long, default_value_t = 10_000)]
+    pub live_rate: u64,
+    /// Events per live request.
+    #[arg(long, default_value_t = 100)]
+    pub live_batch: usize,
     /// Print the summary as JSON too.
     #[arg(long)]
     pub json: bool,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexAt {
+    Start,
+    After,
 }
 
 const SERVICES: [&str; 8] = ["checkout", "search", "auth", "catalog", "inventory", "shipping", "billing", "gateway"];
@@ -195,10 +214,16 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Value {
 }
 
 /// Whether a probe answered with success (its body read in full).
-async fn answered(r: reqwest::Result<reqwest::Response>) -> bool {
+/// `None` when the thing asked about does not exist yet (no index, no table): not a failure to time.
+async fn answered(r: reqwest::Result<reqwest::Response>) -> Option<bool> {
     match r {
-        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-        _ => false,
+        Ok(r) if r.status().is_success() => Some(r.bytes().await.is_ok()),
+        Ok(r) if r.status().as_u16() == 404 => None,
+        Ok(r) if r.status().as_u16() == 400 => {
+            let text = r.text().await.unwrap_or_default();
+            if text.contains("not found") { None } else { Some(false) }
+        }
+        _ => Some(false),
     }
 }
 
@@ -215,8 +240,8 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     if !is_loopback(&args.server) {
         bail!("--server must be a loopback address (the bench loads the server hard)");
     }
-    if args.events == 0 || args.batch == 0 || args.connections == 0 {
-        bail!("--events, --batch and --connections must be at least 1");
+    if args.events == 0 || args.batch == 0 || args.connections == 0 || args.live_batch == 0 {
+        bail!("--events, --batch, --live-batch and --connections must be at least 1");
     }
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let base = args.server.trim_end_matches('/').to_string();
@@ -232,14 +257,20 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     ];
     let span_ms = args.span.as_millis().min(i64::MAX as u128) as i64;
     let start_ms = sluice_log::now_ms() - span_ms;
+    let index_after = args.index == IndexAt::After;
     println!(
         "sluice bench backfill: {} events over {:?} into {topic} ({} partitions), batches of {}, {}; job {JOB}, store, \
-         search index",
+         search index created {}",
         args.events,
         args.span,
         args.partitions,
         args.batch,
-        if args.rate == 0 { "flat out".to_string() } else { format!("at most {} events/s", args.rate) }
+        if args.rate == 0 { "flat out".to_string() } else { format!("at most {} events/s", args.rate) },
+        if index_after {
+            format!("after the history is in ({} live events/s meanwhile)", args.live_rate)
+        } else {
+            "with the first events".to_string()
+        }
     );
 
     let started = Instant::now();
@@ -248,6 +279,8 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // 0 while the history is sent, 1 from then on (the index builds, live events flow).
+    let phase = Arc::new(AtomicU8::new(0));
 
     // Generation is CPU work: a blocking thread fills a small queue of bodies, in time order.
     let (tx, rx) = tokio::sync::mpsc::channel::<(u64, String)>(2 * args.connections);
@@ -286,17 +319,10 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
                     let due = started + Duration::from_secs_f64(sent.load(Ordering::Relaxed) as f64 / rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let ok = match client.post(&url).header("content-type", "application/x-ndjson").body(body).send().await
-                {
-                    Ok(r) if r.status().is_success() => {
-                        r.json::<Value>().await.ok().and_then(|v| v["accepted"].as_u64())
-                    }
-                    _ => None,
-                };
-                match ok {
+                match post_events(&client, &url, body).await {
                     Some(a) => {
                         sent.fetch_add(a, Ordering::Relaxed);
-                        failed.fetch_add(n - a, Ordering::Relaxed);
+                        failed.fetch_add(n.saturating_sub(a), Ordering::Relaxed);
                     }
                     None => {
                         failed.fetch_add(n, Ordering::Relaxed);
@@ -306,27 +332,33 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
         }));
     }
 
-    // The index is defined once the first events exist, so its defaults come from them.
-    let index_started = {
-        let (client, base, topic, sent) = (client.clone(), base.clone(), topic.clone(), sent.clone());
+    let create_index = {
+        let (client, base, topic) = (client.clone(), base.clone(), topic.clone());
+        move || async move {
+            let resp = client.put(format!("{base}/v1/topics/{topic}/index")).json(&json!({})).send().await?;
+            check(resp, "create the search index").await
+        }
+    };
+    // With the first events the index's defaults come from them.
+    let index_early = (!index_after).then(|| {
+        let (sent, create_index) = (sent.clone(), create_index.clone());
         tokio::spawn(async move {
             while sent.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let resp = client.put(format!("{base}/v1/topics/{topic}/index")).json(&json!({})).send().await?;
-            check(resp, "create the search index").await
+            create_index().await
         })
-    };
+    });
 
     // Every 200 ms: RSS and each sink's records and lag.
     let tracks = Arc::new(Mutex::new(BTreeMap::<SinkId, SinkTrack>::new()));
-    let ingest_done = Arc::new(Mutex::new(None::<Instant>));
-    let job_lag = Arc::new(AtomicU64::new(u64::MAX));
+    let history = Arc::new(AtomicU64::new(u64::MAX));
+    // One second of live events may be in flight when a sink counts as caught up.
+    let slack = if index_after { args.live_rate.max(args.live_batch as u64) as i64 } else { 0 };
     let sampler = {
-        let (client, base, max_rss, tracks, stop, job_lag) =
-            (client.clone(), base.clone(), max_rss.clone(), tracks.clone(), stop.clone(), job_lag.clone());
-        let (ingest_done, sinks, pid, topic, sent) =
-            (ingest_done.clone(), sinks.clone(), args.server_pid, topic.clone(), sent.clone());
+        let (client, base, max_rss, tracks, stop) =
+            (client.clone(), base.clone(), max_rss.clone(), tracks.clone(), stop.clone());
+        let (history, sinks, pid, topic) = (history.clone(), sinks.clone(), args.server_pid, topic.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let next = Instant::now() + SAMPLE_EVERY;
@@ -335,12 +367,7 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
                 {
                     max_rss.fetch_max(hwm, Ordering::Relaxed);
                 }
-                if let Ok(r) = client.get(format!("{base}/v1/jobs/{JOB}")).send().await
-                    && let Ok(v) = r.json::<Value>().await
-                    && let Some(l) = v["lag"].as_u64()
-                {
-                    job_lag.store(l, Ordering::Relaxed);
-                }
+                let job = get_json(&client, &format!("{base}/v1/jobs/{JOB}")).await;
                 if let Ok(r) = client.get(format!("{base}/metrics")).send().await
                     && let Ok(text) = r.text().await
                 {
@@ -348,7 +375,6 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
                     if let Some((_, rss)) = metric(&text, "process_resident_memory_bytes").first() {
                         max_rss.fetch_max(*rss as u64, Ordering::Relaxed);
                     }
-                    let done = *ingest_done.lock().await;
                     let mut t = tracks.lock().await;
                     for (labels, v) in metric(&text, "sluice_sink_records_total") {
                         let id = (
@@ -371,31 +397,26 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
                         }
                     }
                     drop(t);
-                    // A lag gauge of 0 may be older than the last events: the raw sinks count as caught up once the
-                    // table holds and the index has every acknowledged event (their own accounts).
-                    if done.is_some() {
-                        let acked = sent.load(Ordering::Relaxed);
+                    // A sink has caught up with the history once its own account holds every history event
+                    // (the lag gauge may be older than the last events): the table's rows, the index's
+                    // documents, the job's input.
+                    let history = history.load(Ordering::Relaxed);
+                    if history != u64::MAX {
                         let table = get_json(&client, &format!("{base}/v1/tables/{topic}")).await;
                         let index = get_json(&client, &format!("{base}/v1/topics/{topic}/index")).await;
                         let in_table =
                             table["rows"].as_u64().unwrap_or(0) + table["buffered_rows"].as_u64().unwrap_or(0);
-                        let job_caught_up = job_lag.load(Ordering::Relaxed) == 0;
+                        let documents = index["documents"].as_u64().unwrap_or(0);
+                        let job_in = job["records_in"].as_u64().unwrap_or(0);
                         let mut t = tracks.lock().await;
                         for (id, e) in t.iter_mut() {
-                            let ready = match (id.0.as_str(), id.1 == topic) {
-                                ("store", true) => in_table >= acked,
-                                ("search", true) => {
-                                    index["lag"] == 0 && index["documents"].as_u64().is_some_and(|d| d >= acked)
-                                }
-                                _ => job_caught_up,
+                            let (ready, applied) = match (id.0.as_str(), id.1 == topic) {
+                                ("store", true) => (in_table >= history, in_table),
+                                ("search", true) => (documents >= history, documents),
+                                _ => (job_in >= history, e.last_records - e.first.map_or(0, |f| f.1)),
                             };
-                            if e.caught_up.is_none() && e.lag == Some(0) && ready {
-                                let applied = match (id.0.as_str(), id.1 == topic) {
-                                    ("store", true) => in_table,
-                                    ("search", true) => index["documents"].as_u64().unwrap_or(0),
-                                    _ => e.last_records - e.first.map_or(0, |f| f.1),
-                                };
-                                e.caught_up = Some((now, applied));
+                            if e.caught_up.is_none() && e.lag.is_some_and(|l| l <= slack) && ready {
+                                e.caught_up = Some((now, applied.min(history)));
                             }
                         }
                     }
@@ -405,33 +426,38 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
         })
     };
 
-    // Every 250 ms: a term search and a time_bucket query, each timed.
+    // Every 250 ms: a term search and a time_bucket query, each timed, per phase.
     let probes = {
-        let (client, base, topic, stop) = (client.clone(), base.clone(), topic.clone(), stop.clone());
+        let (client, base, topic, stop, phase) =
+            (client.clone(), base.clone(), topic.clone(), stop.clone(), phase.clone());
         tokio::spawn(async move {
-            let (mut search, mut sql, mut search_err, mut sql_err) = (hist(), hist(), 0u64, 0u64);
+            let mut search = [hist(), hist()];
+            let mut sql = [hist(), hist()];
+            let (mut search_err, mut sql_err) = ([0u64; 2], [0u64; 2]);
             let query = format!(
                 "SELECT time_bucket('1 day', event_time) AS day, count(*) AS n FROM {topic} GROUP BY 1 ORDER BY 1"
             );
             while !stop.load(Ordering::Relaxed) {
                 let next = Instant::now() + PROBE_EVERY;
+                let p = phase.load(Ordering::Relaxed) as usize;
                 let t = Instant::now();
                 let r = client
                     .get(format!("{base}/v1/search"))
                     .query(&[("topic", topic.as_str()), ("q", "service:checkout"), ("limit", "20")])
                     .send()
                     .await;
-                if answered(r).await {
-                    search.saturating_record(t.elapsed().as_micros().max(1) as u64);
-                } else {
-                    search_err += 1;
+                match answered(r).await {
+                    Some(true) => search[p].saturating_record(t.elapsed().as_micros().max(1) as u64),
+                    Some(false) => search_err[p] += 1,
+                    // No index yet: nothing to time.
+                    None => {}
                 }
                 let t = Instant::now();
                 let r = client.post(format!("{base}/v1/query")).json(&json!({ "sql": query })).send().await;
-                if answered(r).await {
-                    sql.saturating_record(t.elapsed().as_micros().max(1) as u64);
-                } else {
-                    sql_err += 1;
+                match answered(r).await {
+                    Some(true) => sql[p].saturating_record(t.elapsed().as_micros().max(1) as u64),
+                    Some(false) => sql_err[p] += 1,
+                    None => {}
                 }
                 tokio::time::sleep_until(next.into()).await;
             }
@@ -444,12 +470,63 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     }
     generator.abort();
     let ingest_secs = started.elapsed().as_secs_f64();
-    *ingest_done.lock().await = Some(Instant::now());
     let acked = sent.load(Ordering::Relaxed);
+    history.store(acked, Ordering::Relaxed);
+    phase.store(1, Ordering::Relaxed);
+    let index_created = Instant::now();
     println!("-- sent {acked} events in {ingest_secs:.1}s; waiting for the sinks to catch up");
-    if let Err(e) = index_started.await.context("index task failed")? {
+    let index_result = match index_early {
+        Some(task) => task.await.context("index task failed")?,
+        None => create_index().await,
+    };
+    if let Err(e) = index_result {
         eprintln!("warning: {e:#}");
     }
+
+    // Live events at a steady rate while the sinks catch up: the acknowledgement latency of each request, timed
+    // from when it was due (a late send counts as latency, so a stalled server cannot hide).
+    let live = (index_after && args.live_rate > 0).then(|| {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        let (rate, n) = (args.live_rate, args.live_batch);
+        tokio::spawn(async move {
+            let every = Duration::from_secs_f64(n as f64 / rate as f64);
+            let lat = Arc::new(std::sync::Mutex::new(hist()));
+            let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let mut rng = StdRng::seed_from_u64(7);
+            let mut seq = 1u64 << 40;
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut inflight = tokio::task::JoinSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                let due = tick.tick().await;
+                let now_ms = sluice_log::now_ms();
+                let mut body = String::with_capacity(n * 560);
+                for _ in 0..n {
+                    body.push_str(&backfill_event(&mut rng, seq, now_ms));
+                    body.push('\n');
+                    seq += 1;
+                }
+                let (client, url, lat, ok, bad) = (client.clone(), url.clone(), lat.clone(), ok.clone(), bad.clone());
+                inflight.spawn(async move {
+                    match post_events(&client, &url, body).await {
+                        Some(a) if a == n as u64 => {
+                            ok.fetch_add(a, Ordering::Relaxed);
+                            let us = due.elapsed().as_micros().max(1) as u64;
+                            lat.lock().unwrap_or_else(|e| e.into_inner()).saturating_record(us);
+                        }
+                        _ => {
+                            bad.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                });
+                while inflight.try_join_next().is_some() {}
+            }
+            while inflight.join_next().await.is_some() {}
+            let h = lat.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            (h, ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed))
+        })
+    });
+
     // Bounded: until every sink caught up or the deadline.
     loop {
         let all = {
@@ -465,17 +542,20 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     let (search_h, sql_h, search_err, sql_err) = probes.await.context("probe task failed")?;
+    let live = match live {
+        Some(t) => Some(t.await.context("live producer failed")?),
+        None => None,
+    };
 
     // Store files and chunks per table, and the index's partitions.
     let mut tables = serde_json::Map::new();
     for table in [topic.as_str(), JOB] {
-        let v =
-            client.get(format!("{base}/v1/tables/{table}")).send().await?.json::<Value>().await.unwrap_or(Value::Null);
+        let v = get_json(&client, &format!("{base}/v1/tables/{table}")).await;
         let chunks = v["chunks"].as_array().map_or(0, Vec::len);
         let files: u64 = v["chunks"].as_array().map_or(0, |c| c.iter().filter_map(|c| c["files"].as_u64()).sum());
         tables.insert(table.into(), json!({"chunks": chunks, "files": files, "rows": v["rows"]}));
     }
-    let index = client.get(format!("{base}/v1/topics/{topic}/index")).send().await?.json::<Value>().await?;
+    let index = get_json(&client, &format!("{base}/v1/topics/{topic}/index")).await;
     let index_partitions = index["partitions"].as_array().map_or(0, Vec::len);
     if let Some(pid) = args.server_pid
         && let Some(hwm) = vm_hwm(pid)
@@ -487,18 +567,20 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     let mut sink_rates = Vec::new();
     for id in &sinks {
         let e = t.get(id);
+        // The index works from its creation on; the others from the start.
+        let from = if id.0 == "search" && index_after { index_created } else { started };
         let (rate, secs, applied) = match e.and_then(|e| e.caught_up) {
             Some((at, applied)) => {
-                let secs = (at - started).as_secs_f64();
-                (applied as f64 / secs, Some(secs), applied)
+                let secs = (at - from).as_secs_f64();
+                (applied as f64 / secs.max(1e-3), Some(secs), applied)
             }
             None => (0.0, None, 0),
         };
         sink_rates.push(json!({"sink": id.0, "topic": id.1, "applied": applied,
             "records_total": e.map_or(0, |e| e.last_records),
-            "lag": e.and_then(|e| e.lag), "events_per_sec": rate, "caught_up_secs": secs}));
+            "lag": e.and_then(|e| e.lag), "events_per_sec": rate, "secs": secs}));
     }
-    let all_caught_up = sink_rates.iter().all(|s| !s["caught_up_secs"].is_null());
+    let all_caught_up = sink_rates.iter().all(|s| !s["secs"].is_null());
     let q = |h: &Histogram<u64>, p: f64| if h.is_empty() { f64::NAN } else { h.value_at_quantile(p) as f64 / 1000.0 };
     let rss_mib = max_rss.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
 
@@ -509,9 +591,10 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     );
     for s in &sink_rates {
         let label = format!("{} {}", s["sink"].as_str().unwrap_or(""), s["topic"].as_str().unwrap_or(""));
-        match s["caught_up_secs"].as_f64() {
+        let from = if s["sink"] == "search" && index_after { "index creation" } else { "start" };
+        match s["secs"].as_f64() {
             Some(secs) => println!(
-                "sink {label:<32} {:.0} events/s, lag 0 after {secs:.1}s ({} applied)",
+                "sink {label:<32} {:.0} events/s: the history ({} events) {secs:.1}s after the {from}",
                 s["events_per_sec"].as_f64().unwrap_or(0.0),
                 s["applied"]
             ),
@@ -530,34 +613,63 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
         println!("store table {name:<20} {} chunks, {} files, {} rows", v["chunks"], v["files"], v["rows"]);
     }
     println!("search index         {index_partitions} partitions, {} documents", index["documents"]);
-    println!(
-        "term search (ms)     p50 {:.1}  p99 {:.1}  ({} queries, {search_err} failed)",
-        q(&search_h, 0.5),
-        q(&search_h, 0.99),
-        search_h.len()
-    );
-    println!(
-        "time_bucket SQL (ms) p50 {:.1}  p99 {:.1}  ({} queries, {sql_err} failed)",
-        q(&sql_h, 0.5),
-        q(&sql_h, 0.99),
-        sql_h.len()
-    );
+    let phases = ["while the history is sent", "while the sinks catch up"];
+    for (p, name) in phases.iter().enumerate() {
+        println!(
+            "term search (ms)     p50 {:.1}  p99 {:.1}  ({} queries, {} failed) {name}",
+            q(&search_h[p], 0.5),
+            q(&search_h[p], 0.99),
+            search_h[p].len(),
+            search_err[p]
+        );
+        println!(
+            "time_bucket SQL (ms) p50 {:.1}  p99 {:.1}  ({} queries, {} failed) {name}",
+            q(&sql_h[p], 0.5),
+            q(&sql_h[p], 0.99),
+            sql_h[p].len(),
+            sql_err[p]
+        );
+    }
+    if let Some((h, ok, bad)) = &live {
+        println!(
+            "live ingest ack (ms) p50 {:.1}  p99 {:.1}  max {:.1}  ({ok} events at {} events/s, {bad} failed) while \
+             the sinks catch up",
+            q(h, 0.5),
+            q(h, 0.99),
+            q(h, 1.0),
+            args.live_rate
+        );
+    }
     if args.json {
         let ms =
             |h: &Histogram<u64>, n: u64| json!({"p50": q(h, 0.5), "p99": q(h, 0.99), "count": h.len(), "failed": n});
+        let live = live.as_ref().map(|(h, ok, bad)| {
+            json!({"rate": args.live_rate, "events": ok, "failed_events": bad, "ack_ms": ms(h, 0), "max_ms": q(h, 1.0)})
+        });
         println!(
             "{}",
             json!({"events": acked, "failed_events": failed.load(Ordering::Relaxed), "ingest_secs": ingest_secs,
                 "ingest_events_per_sec": acked as f64 / ingest_secs, "sinks": sink_rates,
                 "caught_up": all_caught_up, "total_secs": total_secs, "server_peak_rss_mib": rss_mib,
                 "tables": tables, "index_partitions": index_partitions, "index_documents": index["documents"],
-                "search_ms": ms(&search_h, search_err), "sql_ms": ms(&sql_h, sql_err)})
+                "index": if index_after { "after" } else { "start" },
+                "search_ms": {"history": ms(&search_h[0], search_err[0]), "catch_up": ms(&search_h[1], search_err[1])},
+                "sql_ms": {"history": ms(&sql_h[0], sql_err[0]), "catch_up": ms(&sql_h[1], sql_err[1])},
+                "live": live})
         );
     }
     if acked == 0 {
         bail!("no event was accepted; is the server running at {base}?");
     }
     Ok(())
+}
+
+/// Posts an NDJSON body; the number of events accepted, or `None` when the request failed.
+async fn post_events(client: &reqwest::Client, url: &str, body: String) -> Option<u64> {
+    match client.post(url).header("content-type", "application/x-ndjson").body(body).send().await {
+        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok().and_then(|v| v["accepted"].as_u64()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

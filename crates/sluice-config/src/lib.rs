@@ -95,7 +95,9 @@ pub struct SearchConfig {
     /// Indexing memory per topic, shared by its (at most 3) open partition writers; a writer writes a segment
     /// out when its share is full (tantivy's budget, at least 15MiB per writer).
     pub writer_memory: ByteSize,
-    /// Indexing threads per topic.
+    /// Indexing threads per open partition writer (fewer when its share of `writer_memory` cannot give each
+    /// 15MB). They run at a lower OS priority than ingest and queries, so history is indexed with the CPU they
+    /// leave.
     pub indexing_threads: usize,
     /// Background merge threads per open index writer: merges are bounded to this much CPU.
     pub merge_threads: usize,
@@ -294,6 +296,8 @@ pub struct StreamConfig {
     pub checkpoint_interval: HumanDuration,
     /// Complete checkpoints kept per job.
     pub keep_checkpoints: usize,
+    /// Estimated keyed window state of all jobs together; a job that takes it over fails with an error.
+    pub state_memory: ByteSize,
 }
 
 impl Default for StreamConfig {
@@ -302,6 +306,7 @@ impl Default for StreamConfig {
             parallelism: 0,
             checkpoint_interval: HumanDuration(Duration::from_secs(10)),
             keep_checkpoints: 3,
+            state_memory: ByteSize(128 << 20),
         }
     }
 }
@@ -587,6 +592,9 @@ impl Config {
             if w < Duration::from_secs(1) {
                 return bad(key, "must be at least 1s".into());
             }
+        }
+        if self.stream.state_memory.0 < 1 << 20 {
+            return bad("stream.state_memory", format!("must be at least 1MiB (got {})", self.stream.state_memory));
         }
         if so.flush_memory.0 < 1 << 20 {
             return bad("store.flush_memory", format!("must be at least 1MiB (got {})", so.flush_memory));

@@ -25,6 +25,11 @@ pub enum JobError {
     Io { path: String, source: std::io::Error },
     #[error("corrupt job state: {0}")]
     Corrupt(String),
+    #[error(
+        "job {job}: window state of ~{used_mib} MiB ({entries} entries) puts all jobs over stream.state_memory \
+         ({limit_mib} MiB); group by fewer keys, use shorter windows or less allowed_lateness, or raise the budget"
+    )]
+    StateMemory { job: String, used_mib: u64, entries: u64, limit_mib: u64 },
     #[error("job runner stopped")]
     Stopped,
 }
@@ -40,6 +45,7 @@ impl JobError {
             JobError::WrongState { .. } => "job_state",
             JobError::Log(_) => "log_error",
             JobError::Checkpoint(_) | JobError::Io { .. } | JobError::Corrupt(_) => "job_storage",
+            JobError::StateMemory { .. } => "job_state_memory",
             JobError::Stopped => "job_stopped",
         }
     }

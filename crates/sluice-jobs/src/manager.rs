@@ -37,6 +37,8 @@ pub struct ManagerOptions {
     pub keep_checkpoints: usize,
     /// State entries a shard snapshots per step between processing (smaller: shorter pauses, more steps).
     pub snapshot_chunk: usize,
+    /// Estimated keyed window state of all jobs together; a job that takes it over fails with an error.
+    pub state_memory: u64,
 }
 
 impl ManagerOptions {
@@ -47,6 +49,7 @@ impl ManagerOptions {
             checkpoint_interval: Duration::from_secs(10),
             keep_checkpoints: 3,
             snapshot_chunk: runner::SNAPSHOT_CHUNK,
+            state_memory: 128 << 20,
         }
     }
 }
@@ -152,6 +155,7 @@ pub struct JobManager {
     jobs: Mutex<BTreeMap<String, Arc<JobHandle>>>,
     /// Serialises create/drop/pause/resume/replay so two of them never race on one job's files.
     ops: tokio::sync::Mutex<()>,
+    state_budget: Arc<runner::StateBudget>,
 }
 
 impl JobManager {
@@ -162,8 +166,14 @@ impl JobManager {
         decoder: Arc<ValueDecoder>,
     ) -> Result<Arc<JobManager>, JobError> {
         std::fs::create_dir_all(&opts.root).map_err(|e| JobError::io(&opts.root, e))?;
-        let mgr =
-            Arc::new(JobManager { opts, log, decoder, jobs: Mutex::new(BTreeMap::new()), ops: Default::default() });
+        let mgr = Arc::new(JobManager {
+            state_budget: Arc::new(runner::StateBudget::new(opts.state_memory)),
+            opts,
+            log,
+            decoder,
+            jobs: Mutex::new(BTreeMap::new()),
+            ops: Default::default(),
+        });
         let mut names: Vec<PathBuf> = std::fs::read_dir(&mgr.opts.root)
             .map_err(|e| JobError::io(&mgr.opts.root, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -220,6 +230,7 @@ impl JobManager {
         let parallelism = job.plan.options.parallelism.unwrap_or(self.opts.parallelism).max(1);
         let (log, decoder, interval) = (self.log.clone(), self.decoder.clone(), self.opts.checkpoint_interval);
         let chunk = self.opts.snapshot_chunk;
+        let budget = self.state_budget.clone();
         let j = job.clone();
         let join = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
@@ -239,6 +250,7 @@ impl JobManager {
                     parallelism,
                     stats: j.stats.clone(),
                     start: def.start.clone(),
+                    state_budget: budget.clone(),
                 };
                 let started = std::time::Instant::now();
                 match runner::run(cfg, stop_rx.clone()).await {
@@ -453,6 +465,15 @@ impl JobManager {
             sluice_stream::plan::PlanBody::Windowed(w) => Some(w.keys.iter().map(|(n, _)| n.clone()).collect()),
             _ => None,
         }
+    }
+
+    /// The plans of every windowed job, by name: what readers of their changelogs expect to find.
+    pub fn windowed_plans(&self) -> Vec<(String, Arc<JobPlan>)> {
+        let jobs = self.jobs.lock();
+        jobs.iter()
+            .filter(|(_, j)| matches!(j.plan.body, PlanBody::Windowed(_)))
+            .map(|(name, j)| (name.clone(), j.plan.clone()))
+            .collect()
     }
 
     /// Clears a job's latency histogram (benchmarks measure after warm-up).

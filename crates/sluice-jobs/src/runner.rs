@@ -139,6 +139,47 @@ pub struct CheckpointInfo {
     pub align_ms: f64,
 }
 
+/// The keyed window state of all jobs against `stream.state_memory`, in estimated bytes
+/// ([`entry_bytes`] per entry). Shards add what they hold and take it back when they stop.
+#[derive(Debug)]
+pub(crate) struct StateBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl StateBudget {
+    pub(crate) fn new(limit: u64) -> Self {
+        StateBudget { limit, used: AtomicU64::new(0) }
+    }
+
+    /// Moves this holder's share from `old` to `new` bytes; the new total.
+    fn update(&self, old: u64, new: u64) -> u64 {
+        if new >= old {
+            self.used.fetch_add(new - old, Ordering::Relaxed) + (new - old)
+        } else {
+            self.used.fetch_sub(old - new, Ordering::Relaxed) - (old - new)
+        }
+    }
+}
+
+/// Estimated memory of one (window, key) entry of `plan`: the maps' nodes, the key and each aggregate's state
+/// (sketches at a typical size, not their worst case).
+fn entry_bytes(plan: &WindowedPlan) -> u64 {
+    use sluice_stream::AggFunc;
+    let aggs: u64 = plan
+        .aggregates
+        .iter()
+        .map(|a| match a.func {
+            AggFunc::Count => 16,
+            AggFunc::Sum | AggFunc::Avg | AggFunc::Min | AggFunc::Max => 48,
+            AggFunc::CountDistinct => 512,
+            AggFunc::ApproxPercentile => 1024,
+        })
+        .sum();
+    // Hash and BTree nodes, the window, the dirty sets, and ~32 bytes per key value.
+    160 + 48 * plan.keys.len() as u64 + aggs
+}
+
 /// What a runner needs; built by the manager.
 pub(crate) struct RunnerConfig {
     pub name: String,
@@ -157,6 +198,7 @@ pub(crate) struct RunnerConfig {
     pub parallelism: usize,
     pub stats: Arc<JobStats>,
     pub start: StartPosition,
+    pub state_budget: Arc<StateBudget>,
 }
 
 /// The checkpoint payload: source positions, per-partition event-time progress and every shard's state.
@@ -1258,10 +1300,18 @@ struct Shard {
     hot_removed: Vec<(Window, Key)>,
     pending_ingest: Vec<(i64, u32)>,
     snap: Option<SnapInProgress>,
-    /// `entries` as last added to the job's stats.
+    /// `entries` as last added to the job's stats (and to the state budget).
     reported_entries: u64,
+    /// [`entry_bytes`] of the plan.
+    entry_bytes: u64,
     barriers: usize,
     last_changelog: Instant,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.cfg.state_budget.update(self.reported_entries * self.entry_bytes, 0);
+    }
 }
 
 impl Shard {
@@ -1275,6 +1325,7 @@ impl Shard {
         max_ts: &[Option<i64>],
         restored: Vec<EntrySnap>,
     ) -> Result<Self, JobError> {
+        let eb = entry_bytes(&plan);
         let mut s = Shard {
             id,
             cfg,
@@ -1293,6 +1344,7 @@ impl Shard {
             pending_ingest: Vec::new(),
             snap: None,
             reported_entries: 0,
+            entry_bytes: eb,
             barriers: 0,
             last_changelog: Instant::now(),
         };
@@ -1529,25 +1581,8 @@ impl Shard {
 
     fn advance_watermark(&mut self) {
         let delay = self.cfg.plan.options.out_of_orderness_ms;
-        let mut candidate: Option<i64> = None;
-        let mut any_active = false;
-        for (max_ts, idle) in &self.partitions {
-            if *idle {
-                continue;
-            }
-            any_active = true;
-            match max_ts {
-                None => {
-                    candidate = None;
-                    break;
-                }
-                Some(m) => {
-                    let c = m.saturating_sub(delay);
-                    candidate = Some(candidate.map_or(c, |x| x.min(c)));
-                }
-            }
-        }
-        if let Some(c) = candidate.filter(|_| any_active) {
+        // Every partition idle: the clock closes the last windows (see `watermark::candidate`).
+        if let Some(c) = sluice_stream::watermark::candidate(self.partitions.iter().copied(), delay, now_ms()) {
             self.watermark = Some(self.watermark.map_or(c, |w| w.max(c)));
         }
         if self.id == 0
@@ -1631,8 +1666,18 @@ impl Shard {
         }
         // Shards add their changes, so the job's number is the sum over shards.
         let now = self.entries as u64;
-        self.cfg.stats.state_entries.fetch_add(now.wrapping_sub(self.reported_entries), Ordering::Relaxed);
+        let before = self.reported_entries;
+        self.cfg.stats.state_entries.fetch_add(now.wrapping_sub(before), Ordering::Relaxed);
         self.reported_entries = now;
+        let total = self.cfg.state_budget.update(before * self.entry_bytes, now * self.entry_bytes);
+        if now > before && total > self.cfg.state_budget.limit {
+            return Err(JobError::StateMemory {
+                job: self.cfg.name.clone(),
+                used_mib: (now * self.entry_bytes) >> 20,
+                entries: now,
+                limit_mib: self.cfg.state_budget.limit >> 20,
+            });
+        }
         Ok(())
     }
 
@@ -2021,6 +2066,15 @@ mod tests {
     use sluice_log::{EmbeddedLog, LogOptions, StdStorage};
 
     async fn shard_for(sql: &str, dir: &std::path::Path, chunk: usize) -> (Shard, Arc<WindowedPlan>) {
+        shard_with_budget(sql, dir, chunk, u64::MAX).await
+    }
+
+    async fn shard_with_budget(
+        sql: &str,
+        dir: &std::path::Path,
+        chunk: usize,
+        budget: u64,
+    ) -> (Shard, Arc<WindowedPlan>) {
         let (log, _) = EmbeddedLog::open(dir.join("log"), Arc::new(StdStorage), LogOptions::default()).unwrap();
         let log: Arc<dyn LogStore> = Arc::new(log);
         let registry = Arc::new(sluice_schema::Registry::open(log.clone()).await.unwrap());
@@ -2041,6 +2095,7 @@ mod tests {
             parallelism: 1,
             stats: Arc::new(JobStats::new()),
             start: StartPosition::Earliest,
+            state_budget: Arc::new(StateBudget::new(budget)),
         });
         (Shard::new(0, cfg, w.clone(), 1, 1, &[None], Vec::new()).unwrap(), w)
     }
@@ -2106,5 +2161,28 @@ mod tests {
         assert_eq!(counts(&entries), expected);
         // The live state moved on.
         assert_eq!(shard.entries, 55);
+    }
+    /// The budget counts every shard's entries; the shard that takes the total over it fails its job with an
+    /// error naming the setting, and a stopped shard gives its share back.
+    #[tokio::test]
+    async fn state_over_the_budget_fails_the_job_and_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = "CREATE JOB t AS SELECT window_start, k, count(*) AS n FROM src \
+                   GROUP BY TUMBLE(event_time, INTERVAL '1' SECOND), k";
+        let plan = sluice_stream::parse_job(sql).unwrap();
+        let PlanBody::Windowed(w) = &plan.body else { panic!("windowed") };
+        let per = entry_bytes(w);
+        let (mut shard, plan) = shard_with_budget(sql, dir.path(), 64, per * 100).await;
+        let budget = shard.cfg.state_budget.clone();
+        let (writer, _rx) = mpsc::channel(64);
+        shard.apply(delta(&plan, Window::new(0, 1000), 0..60));
+        shard.after_batch(&writer, false).await.unwrap();
+        assert_eq!(budget.used.load(Ordering::Relaxed), per * 60);
+        shard.apply(delta(&plan, Window::new(0, 1000), 60..120));
+        let err = shard.after_batch(&writer, false).await.unwrap_err();
+        assert_eq!(err.code(), "job_state_memory");
+        assert!(err.to_string().contains("120 entries") && err.to_string().contains("stream.state_memory"), "{err}");
+        drop(shard);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0);
     }
 }

@@ -32,6 +32,11 @@ use crate::schema::IndexSchema;
 pub const MAX_OPEN_WRITERS: usize = 3;
 /// A clean writer idle this long is closed.
 const WRITER_IDLE: Duration = Duration::from_secs(60);
+/// Tantivy's smallest memory budget per indexing thread.
+const MIN_THREAD_MEMORY: usize = 15_000_000;
+/// Niceness of tantivy's indexing and merge threads: indexing history takes the CPU ingest, jobs and queries
+/// leave, and gives it back at once (a nice-10 thread gets ~10% of a core that a nice-0 thread also wants).
+const INDEXING_NICE: i32 = 10;
 
 /// How a topic's index is written.
 #[derive(Debug, Clone)]
@@ -319,15 +324,17 @@ impl TopicIndex {
                 }
             }
             let w = st.parts.get_mut(&start).expect("partition exists");
-            let threads = self.opts.indexing_threads.max(1);
-            // The topic's budget is shared by the writers it may have open at once.
+            // The topic's budget is shared by the writers it may have open at once, and a writer's by its threads
+            // (tantivy wants at least 15 MB each: fewer threads rather than less memory).
             let per_writer = self.opts.writer_memory / MAX_OPEN_WRITERS;
+            let threads = self.opts.indexing_threads.clamp(1, (per_writer / MIN_THREAD_MEMORY).max(1));
             let options = tantivy::indexer::IndexWriterOptions::builder()
-                .memory_budget_per_thread((per_writer / threads).max(15_000_000))
+                .memory_budget_per_thread((per_writer / threads).max(MIN_THREAD_MEMORY))
                 .num_worker_threads(threads)
                 .num_merge_threads(self.opts.merge_threads.max(1))
                 .build();
             w.writer = Some(w.part.index.writer_with_options(options)?);
+            lower_indexing_priority();
         }
         Ok(())
     }
@@ -531,6 +538,29 @@ pub struct PartitionInfo {
     pub end_ms: i64,
     pub documents: u64,
     pub bytes: u64,
+}
+
+/// Lowers tantivy's threads (indexing workers, segment updater, merges) to [`INDEXING_NICE`]. Tantivy starts them
+/// without a hook, so they are found by name; threads they start later inherit the priority. Best effort: where
+/// the OS refuses (not Linux, a restricted container) indexing keeps normal priority.
+fn lower_indexing_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else { continue };
+            let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+            if ["thrd-tantivy", "merge_thread", "segment_updater"].iter().any(|p| comm.starts_with(p)) {
+                // SAFETY: plain syscalls on a thread of this process (Linux keeps the nice value per thread); one
+                // that has exited just makes them fail.
+                unsafe {
+                    if libc::getpriority(libc::PRIO_PROCESS, tid) < INDEXING_NICE {
+                        libc::setpriority(libc::PRIO_PROCESS, tid, INDEXING_NICE);
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn reader(index: &Index) -> Result<IndexReader, SearchError> {

@@ -380,6 +380,7 @@ async fn open_log(
     }
     opts.checkpoint_interval = config.stream.checkpoint_interval.0;
     opts.keep_checkpoints = config.stream.keep_checkpoints;
+    opts.state_memory = config.stream.state_memory.0;
     let decoder = Arc::new(sluice_schema::reader::ValueDecoder::new(schemas));
     let jobs = sluice_jobs::JobManager::open(opts, shared.clone(), decoder.clone())
         .await

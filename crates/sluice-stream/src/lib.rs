@@ -21,6 +21,8 @@
 //! - [`sketch`]: mergeable aggregates. [`DDSketch`] for `approx_percentile` (relative-error guarantee),
 //!   [`HyperLogLog`] for `count(DISTINCT)`, [`hash64`] (the fixed hash they rely on), and the exact SQL
 //!   aggregates [`Count`], [`IntSum`], [`FloatSum`], [`Min`], [`Max`], [`IntAvg`], [`FloatAvg`].
+//! - [`types`]: [`ValueKind`], the static kind of each result column of a windowed plan
+//!   ([`JobPlan::result_kinds`]), for readers that need columns before the first result.
 //! - [`StreamError`]: every failure, with [`StreamError::kind`].
 //!
 //! Conventions shared by every module: times are `i64` milliseconds (event time since the Unix epoch, or the
@@ -34,6 +36,7 @@ pub mod expr;
 pub mod plan;
 pub mod sketch;
 pub mod sql;
+pub mod types;
 pub mod watermark;
 pub mod window;
 
@@ -46,5 +49,6 @@ pub use sketch::{
     Count, DDSketch, FloatAvg, FloatSum, HyperLogLog, IntAvg, IntSum, Max, Min, SumValue, hash_u64, hash64,
 };
 pub use sql::{SqlError, parse_job};
+pub use types::ValueKind;
 pub use watermark::{Lateness, WatermarkTracker};
 pub use window::{SessionChange, SessionSet, Window, WindowIter, WindowSpec};

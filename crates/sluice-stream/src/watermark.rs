@@ -5,8 +5,8 @@
 //! `m` vouches for `m - delay` (Flink's `BoundedOutOfOrdernessWatermarks`, which emits `m - delay - 1` under its
 //! inclusive convention: the same instant).
 //!
-//! Processing-time fallback (emitting windows when no event arrives at all, e.g. every partition idle) is the
-//! job runner's decision: it owns the clock. This module never reads a clock; processing time is an argument.
+//! When every partition is idle, the watermark follows processing time (bounded by the out-of-orderness), so
+//! windows close when input stops. This module never reads a clock; processing time is an argument.
 
 use crate::error::StreamError;
 
@@ -31,8 +31,9 @@ struct PartitionState {
 /// - The watermark is the largest candidate seen after any call so far: `None` until the first candidate, and
 ///   from then on never `None` and never lower. In particular it is `None` before the first event, and after
 ///   it stays `None` until every partition has either seen an event or gone idle. When every partition is idle
-///   it holds its value; a partition that comes back behind it holds it (it does not regress) until it catches
-///   up.
+///   (and some partition has had an event) the candidate is `now - delay`: event time follows processing time,
+///   so the last windows close without a later event. A partition that comes back behind the watermark holds
+///   it (it does not regress) until it catches up.
 ///
 /// `delay` subtraction saturates at `i64::MIN`. Processing time passed in is made monotone (`max` of all seen).
 #[derive(Debug, Clone)]
@@ -137,26 +138,34 @@ impl WatermarkTracker {
     }
 
     fn recompute(&mut self) {
-        let mut candidate: Option<i64> = None;
-        let mut any_active = false;
-        for p in self.partitions.iter().filter(|p| !p.idle) {
-            any_active = true;
-            match p.max_ts {
-                None => {
-                    candidate = None;
-                    break;
-                }
-                Some(m) => {
-                    let c = m.saturating_sub(self.delay);
-                    candidate = Some(candidate.map_or(c, |x: i64| x.min(c)));
-                }
-            }
-        }
-        self.candidate = if any_active { candidate } else { None };
+        self.candidate = candidate(self.partitions.iter().map(|p| (p.max_ts, p.idle)), self.delay, self.now);
         if let Some(c) = self.candidate {
             self.watermark = Some(self.watermark.map_or(c, |w| w.max(c)));
         }
     }
+}
+
+/// The watermark candidate over input partitions given as `(largest event time, idle)`, at processing time
+/// `now`, with out-of-orderness `delay` (see [`WatermarkTracker`] for the definition):
+/// - some partition active: `min(max_ts - delay)` over the active ones, or `None` if one has no event yet;
+/// - every partition idle, after at least one event: `now - delay`. Event time follows the wall clock, so the
+///   last windows close when input stops instead of waiting forever for an event that would close them;
+/// - every partition idle and no event ever: `None` (nothing to close, and a first backfill of old events is
+///   not late).
+pub fn candidate(partitions: impl IntoIterator<Item = (Option<i64>, bool)>, delay: i64, now: i64) -> Option<i64> {
+    let mut min: Option<i64> = None;
+    let mut any_active = false;
+    let mut any_event = false;
+    for (max_ts, idle) in partitions {
+        any_event |= max_ts.is_some();
+        if idle {
+            continue;
+        }
+        any_active = true;
+        let c = max_ts?.saturating_sub(delay);
+        min = Some(min.map_or(c, |m| m.min(c)));
+    }
+    if any_active { min } else { any_event.then(|| now.saturating_sub(delay)) }
 }
 
 /// How late something is for a window, given the watermark and the allowed lateness.
@@ -206,10 +215,23 @@ mod tests {
         assert_eq!(t.observe(1, 10, 105).unwrap(), Some(45));
         assert_eq!(t.observe(0, 80, 106).unwrap(), Some(45));
         assert_eq!(t.observe(1, 70, 107).unwrap(), Some(65));
-        // Everyone idle: the watermark holds.
-        assert_eq!(t.advance_processing_time(1000), Some(65));
+        // Everyone idle: the watermark follows processing time, less the out-of-orderness.
+        assert_eq!(t.advance_processing_time(1000), Some(995));
         assert!(t.is_idle(0) && t.is_idle(1));
+        // A partition coming back behind it holds it.
+        assert_eq!(t.observe(0, 500, 1001).unwrap(), Some(995));
         assert!(t.observe(2, 0, 0).is_err());
+    }
+
+    #[test]
+    fn idle_everywhere_follows_the_clock_only_after_an_event() {
+        assert_eq!(candidate([(None, true), (None, true)], 5, 1000), None);
+        assert_eq!(candidate([(Some(10), true), (None, true)], 5, 1000), Some(995));
+        assert_eq!(candidate([(Some(10), false), (None, true)], 5, 1000), Some(5));
+        assert_eq!(candidate([(Some(10), false), (None, false)], 5, 1000), None);
+        assert_eq!(candidate([(Some(i64::MIN), true)], 5, i64::MIN), Some(i64::MIN));
+        let mut t = WatermarkTracker::new(1, 0, Some(10), 0).unwrap();
+        assert_eq!(t.advance_processing_time(100), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The watermark tracker against a from-scratch model of its definition (see `WatermarkTracker` docs).
 
 use proptest::prelude::*;
+use sluice_stream::watermark::candidate;
 use sluice_stream::{Lateness, WatermarkTracker};
 
 #[derive(Debug, Clone)]
@@ -33,7 +34,8 @@ impl Model {
     fn candidate(&self, delay: i64) -> Option<i64> {
         let active: Vec<usize> = (0..self.events.len()).filter(|&p| !self.idle[p]).collect();
         if active.is_empty() {
-            return None;
+            // All idle: processing time leads, once anything was seen.
+            return self.events.iter().any(|e| !e.is_empty()).then(|| self.now - delay);
         }
         let mut min = i64::MAX;
         for p in active {
@@ -101,6 +103,29 @@ proptest! {
         if idle_timeout.is_none() {
             let expected = model.events.iter().map(|e| e.iter().max().map(|m| m - delay)).collect::<Option<Vec<_>>>();
             prop_assert_eq!(tracker.watermark(), expected.and_then(|v| v.into_iter().min()));
+        }
+    }
+
+    #[test]
+    fn candidate_is_the_slowest_active_partition_or_the_clock(
+        parts in prop::collection::vec((prop::option::of(-1000i64..1000), any::<bool>()), 1..6),
+        delay in 0i64..50,
+        now in -2000i64..2000,
+    ) {
+        let got = candidate(parts.iter().copied(), delay, now);
+        let active: Vec<Option<i64>> = parts.iter().filter(|(_, idle)| !idle).map(|(m, _)| *m).collect();
+        if active.is_empty() {
+            let any_event = parts.iter().any(|(m, _)| m.is_some());
+            prop_assert_eq!(got, any_event.then_some(now - delay));
+        } else if active.iter().any(Option::is_none) {
+            prop_assert_eq!(got, None);
+        } else {
+            let min = active.iter().flatten().min().copied().unwrap();
+            prop_assert_eq!(got, Some(min - delay));
+            // Never ahead of what an active partition vouches for.
+            for m in active.iter().flatten() {
+                prop_assert!(got.unwrap() <= m - delay);
+            }
         }
     }
 

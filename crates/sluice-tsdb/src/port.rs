@@ -16,6 +16,7 @@ use sluice_log::LogStore;
 use sluice_schema::reader::ValueDecoder;
 use sluice_sink::store::{QueryAnswer, QueryFormat, ResultRow, StoreApiError, TimeSeriesStore};
 use sluice_sink::{RunnerOptions, SinkHandle, SinkRunner};
+use sluice_stream::ValueKind;
 
 use crate::error::StoreError;
 use crate::manifest::TableKind;
@@ -139,6 +140,9 @@ impl EmbeddedStore {
                         tracing::warn!(table = %table, error = %e, "store cannot add the schema's columns");
                     }
                     if running {
+                        if let Feed::Results { .. } = feed {
+                            this.expect_result_columns(&table);
+                        }
                         return None;
                     }
                     match this.open_table(&table, &topic, &feed) {
@@ -175,6 +179,55 @@ impl EmbeddedStore {
     }
 
     fn open_table(&self, table: &str, topic: &str, feed: &Feed) -> Result<Arc<Table>, StoreError> {
+        let t = self.ensure_table(table, topic, feed)?;
+        if let Feed::Results { .. } = feed {
+            self.expect_result_columns(table);
+        }
+        Ok(t)
+    }
+
+    /// Opens the results table of every windowed job that has none yet, so a query right after `CREATE JOB`
+    /// finds the table and its columns before the sink's next discovery round.
+    fn ensure_job_tables(&self) {
+        if !self.config.enabled {
+            return;
+        }
+        for (job, plan) in self.jobs.windowed_plans() {
+            let topic = format!("{job}.results");
+            if plan.output_topic() != topic || self.store.table(&job).is_some() {
+                continue;
+            }
+            let Some((table, feed)) = self.feed_for(&topic) else { continue };
+            if let Err(e) = self.open_table(&table, &topic, &feed) {
+                tracing::warn!(table = %table, error = %e, "store cannot open the table");
+            }
+        }
+    }
+
+    /// Tells a job's results table the columns its plan will emit, typed from the plan and from what the store
+    /// knows of the source topic's fields (its schema, else its raw table's inferred columns).
+    fn expect_result_columns(&self, job: &str) {
+        let Some(table) = self.store.table(job) else { return };
+        let Some((_, plan)) = self.jobs.windowed_plans().into_iter().find(|(n, _)| n == job) else { return };
+        let mut known: HashMap<String, DataType> = HashMap::new();
+        if let Some(s) = self.decoder.reader_schema(&plan.source) {
+            known.extend(avro_columns(&s.schema));
+        } else if let Some(raw) = self.store.table(&plan.source) {
+            let schema = raw.snapshot().schema;
+            known.extend(schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())));
+        }
+        let field = |path: &[String]| known.get(&path.join(".")).and_then(value_kind);
+        let Some(kinds) = plan.result_kinds(&field) else { return };
+        let columns: Vec<(String, DataType)> = kinds
+            .into_iter()
+            // The window bounds are the table's own key columns.
+            .filter(|(name, _)| name != "window_start" && name != "window_end")
+            .map(|(name, kind)| (name, kind.map_or(DataType::Utf8, data_type)))
+            .collect();
+        table.expect(&columns);
+    }
+
+    fn ensure_table(&self, table: &str, topic: &str, feed: &Feed) -> Result<Arc<Table>, StoreError> {
         if let Some(t) = self.store.table(table) {
             return Ok(t);
         }
@@ -263,6 +316,27 @@ pub fn avro_columns(schema: &apache_avro::Schema) -> Vec<(String, DataType)> {
         .collect()
 }
 
+fn value_kind(dt: &DataType) -> Option<ValueKind> {
+    Some(match dt {
+        DataType::Boolean => ValueKind::Bool,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => ValueKind::Int,
+        DataType::Float32 | DataType::Float64 => ValueKind::Float,
+        DataType::Utf8 | DataType::LargeUtf8 => ValueKind::Text,
+        DataType::Timestamp(..) => ValueKind::Time,
+        _ => return None,
+    })
+}
+
+fn data_type(kind: ValueKind) -> DataType {
+    match kind {
+        ValueKind::Bool => DataType::Boolean,
+        ValueKind::Int => DataType::Int64,
+        ValueKind::Float => DataType::Float64,
+        ValueKind::Text => DataType::Utf8,
+        ValueKind::Time => time_type(),
+    }
+}
+
 fn api_error(e: StoreError) -> StoreApiError {
     match e {
         StoreError::UnknownTable(t) => StoreApiError::not_found(format!("table `{t}` not found")),
@@ -286,6 +360,7 @@ fn query_error(e: QueryError) -> StoreApiError {
 impl TimeSeriesStore for EmbeddedStore {
     async fn query(&self, sql: &str, format: QueryFormat) -> Result<QueryAnswer, StoreApiError> {
         let started = Instant::now();
+        self.ensure_job_tables();
         let out = self.engine.query(sql, self.sources()).await;
         let outcome = out.as_ref().map_or_else(|e| e.code(), |_| "ok");
         crate::metrics::QUERY_SECONDS.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());

@@ -32,7 +32,7 @@ use crate::error::StoreError;
 use crate::manifest::{
     ChunkEntry, FileEntry, MANIFEST_TMP, Manifest, TableKind, chunk_dir, column_entries, file_path, sync_dir,
 };
-use crate::rows::{ColumnDef, ColumnType, EXTRA_COLUMN, MAX_COLUMNS, Mapping, RowsBuilder};
+use crate::rows::{ColumnDef, ColumnType, EXTRA_COLUMN, MAX_COLUMNS, Mapping, RowsBuilder, value_name};
 use crate::snapshot::{FileRef, TableSnapshot, adapt_batch};
 
 /// What a flush produced before its commit: the new manifest, the files it replaces, and (results tables) the
@@ -244,6 +244,9 @@ struct State {
     committed_keys: HashMap<i64, HashSet<u64>>,
     /// Replaced files and when they may be deleted.
     graveyard: Vec<(Instant, PathBuf)>,
+    /// Columns a writer announced before any row has them (a job's result columns, from its plan): queries see
+    /// them as NULL until the first value creates the real column, whose type then comes from the data.
+    expected: Vec<(String, ColumnType)>,
 }
 
 /// One table of the store.
@@ -276,6 +279,20 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
         return Ok(());
     };
     Err(StoreError::InvalidName { name: name.to_string(), reason })
+}
+
+/// The table schema plus the expected columns no row has created yet (nullable, at the end).
+fn with_expected(schema: &SchemaRef, expected: &[(String, ColumnType)]) -> SchemaRef {
+    let missing: Vec<_> = expected.iter().filter(|(n, _)| schema.field_with_name(n).is_err()).collect();
+    if missing.is_empty() {
+        return schema.clone();
+    }
+    let fields = schema
+        .fields()
+        .iter()
+        .cloned()
+        .chain(missing.into_iter().map(|(n, ty)| Arc::new(arrow::datatypes::Field::new(n, ty.data_type(), true))));
+    Arc::new(arrow::datatypes::Schema::new(fields.collect::<Vec<_>>()))
 }
 
 fn validate_width(ms: i64) -> Result<(), StoreError> {
@@ -396,6 +413,7 @@ impl Table {
             flushing: Flushing::default(),
             committed_keys,
             graveyard: Vec::new(),
+            expected: Vec::new(),
         };
         Ok(Table { name: name.to_string(), dir, kind, options, state: Mutex::new(state), maint: Mutex::new(()) })
     }
@@ -435,6 +453,16 @@ impl Table {
         manifest.generation += 1;
         drop(st);
         self.commit_settings(manifest)
+    }
+
+    /// Announces the value columns rows will have (names as the writer emits them), so queries can name them
+    /// before any row exists. Not durable: the writer announces them again whenever it opens the table.
+    pub fn expect(&self, columns: &[(String, DataType)]) {
+        let expected = columns
+            .iter()
+            .map(|(n, dt)| (value_name(self.kind, n).into_owned(), ColumnType::from_data_type(dt)))
+            .collect();
+        self.state.lock().expected = expected;
     }
 
     /// The source offsets committed with the flushed rows: where a sink resumes reading.
@@ -517,7 +545,7 @@ impl Table {
         }
         TableSnapshot {
             name: self.name.clone(),
-            schema: st.schema.clone(),
+            schema: with_expected(&st.schema, &st.expected),
             time_column: self.kind.time_column().to_string(),
             files: st.files.clone(),
             buffered,
@@ -551,6 +579,12 @@ impl Table {
                 .columns
                 .iter()
                 .map(|c| ColumnInfo { name: c.name.clone(), ty: c.ty.as_str().to_string() })
+                .chain(
+                    st.expected
+                        .iter()
+                        .filter(|(n, _)| !st.mapping.index.contains_key(n))
+                        .map(|(n, ty)| ColumnInfo { name: n.clone(), ty: ty.as_str().to_string() }),
+                )
                 .collect(),
             rows: chunks.iter().map(|c| c.rows).sum(),
             bytes: chunks.iter().map(|c| c.bytes).sum(),

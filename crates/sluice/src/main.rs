@@ -15,6 +15,12 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use sluice_config::{Config, LogFormat, Overrides};
 
+// glibc's malloc keeps freed memory in up to 8 arenas per core: under a backfill the server's RSS grew to 1.4 GiB
+// while it used under 500 MiB (ADR 0012).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",

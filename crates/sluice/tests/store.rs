@@ -260,6 +260,61 @@ async fn avro_topic_columns_follow_schema_evolution() {
     assert_ne!(rows[0]["schema_id"], rows[7]["schema_id"], "each row keeps its writer schema id: {v}");
 }
 
+/// Right after `CREATE JOB` the results table answers with every column of the job, typed from its plan and
+/// from the source's fields, and no rows; the last window, which no later event closes, reaches the store once
+/// the idle partitions let the watermark follow the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_jobs_table_has_its_columns_and_idle_input_closes_the_last_window() {
+    let s = start(&[]).await;
+    let (st, _) = s.post("/v1/topics", json!({"name": "reqs", "partitions": 2})).await;
+    assert_eq!(st, 201);
+    // Recent events (the clock must be past their windows), all in one minute, none after it.
+    let now = chrono::Utc::now().timestamp_millis();
+    let minute = (now / 60_000 - 2) * 60_000;
+    let events: Vec<Value> = (0..6)
+        .map(|i| json!({"key": format!("k{i}"), "timestamp": ts(minute + i * 1000),
+                        "value": {"service": if i % 2 == 0 { "api" } else { "web" }, "status": 500, "latency_ms": 10 * i}}))
+        .collect();
+    s.produce("reqs", events).await;
+    s.query_until("SELECT count(*) AS n FROM reqs", |v| v["rows"][0]["n"] == 6).await;
+    let sql = "CREATE JOB errs WITH (idle_timeout = '1s') AS SELECT window_start, service, count(*) AS errors, \
+               avg(latency_ms) AS avg_ms, max(latency_ms) AS worst FROM reqs WHERE status >= 500 \
+               GROUP BY TUMBLE(event_time, INTERVAL '1' MINUTE), service";
+    let (st, v) = s.post("/v1/jobs", json!({ "sql": sql })).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = s.query("SELECT window_start, service, errors, avg_ms, worst FROM errs").await;
+    assert_eq!(st, 200, "{v}");
+    let types: Vec<(&str, &str)> = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("window_start", "timestamp"),
+            ("service", "text"),
+            ("errors", "bigint"),
+            ("avg_ms", "double"),
+            ("worst", "bigint")
+        ],
+        "{v}"
+    );
+    // Both windows close though no event follows them: every partition idles past 1 s.
+    let v = s
+        .query_until("SELECT service, errors, worst FROM errs ORDER BY service", |v| {
+            v["rows"].as_array().is_some_and(|r| r.len() == 2)
+        })
+        .await;
+    assert_eq!(
+        v["rows"],
+        json!([{"service": "api", "errors": 3, "worst": 40}, {"service": "web", "errors": 3, "worst": 50}])
+    );
+    let (_, job) = s.get("/v1/jobs/errs").await;
+    assert!(job["watermark"].as_str().is_some_and(|w| w > ts(minute + 60_000).as_str()), "{job}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_results_come_from_the_store_once_the_hot_path_dropped_them() {
     let s = start(&[]).await;
