@@ -249,7 +249,7 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     crate::ensure_topic(&client, &base, &topic, args.partitions).await?;
     let job_sql = EXAMPLE_JOB.replace("FROM http_requests", &format!("FROM {topic}"));
     check(client.post(format!("{base}/v1/jobs")).json(&json!({ "sql": job_sql })).send().await?, "create job").await?;
-    let results_topic = format!("{JOB}.results");
+    let results_topic = sluice_log::topics::results(JOB);
     let sinks: Vec<SinkId> = vec![
         ("store".into(), topic.clone()),
         ("search".into(), topic.clone()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use sluice_log::{LogStore, now_ms};
+use sluice_log::{LogStore, now_ms, topics};
 use sluice_schema::reader::ValueDecoder;
 use sluice_stream::datum::Datum;
 use sluice_stream::plan::{JobPlan, PlanBody};
@@ -601,8 +601,8 @@ fn compile(def: &JobDefinition) -> Result<JobPlan, JobError> {
         let old = plan.name.clone();
         plan.name = def.name.clone();
         match &mut plan.body {
-            PlanBody::Windowed(w) => w.output_topic = format!("{}.results", def.name),
-            PlanBody::Stateless(s) => s.output_topic = format!("{}.out", def.name),
+            PlanBody::Windowed(w) => w.output_topic = topics::results(&def.name),
+            PlanBody::Stateless(s) => s.output_topic = topics::output(&def.name),
         }
         plan.options.late_topic = None;
         tracing::debug!(job = %def.name, of = %old, "shadow job writes to its own topics");
@@ -694,4 +694,39 @@ fn read_definition(path: &Path) -> Result<JobDefinition, JobError> {
 fn write_definition(dir: &Path, def: &JobDefinition) -> Result<(), JobError> {
     let bytes = serde_json::to_vec_pretty(def).map_err(|e| JobError::Corrupt(e.to_string()))?;
     sluice_log::replace_file(dir, "job.json", &bytes).map_err(|e| JobError::io(&dir.join("job.json"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str, sql: &str) -> JobDefinition {
+        JobDefinition {
+            name: name.into(),
+            sql: sql.into(),
+            paused: false,
+            created_at_ms: 0,
+            start: StartPosition::Earliest,
+            shadow_of: None,
+            from_config: false,
+            generation: 0,
+        }
+    }
+
+    /// The SQL front end picks default topic names on its own; they must be the log's names for the sinks to
+    /// find them.
+    #[test]
+    fn default_topics_follow_the_logs_naming_rules() {
+        let windowed = "CREATE JOB epm AS SELECT window_start, service, count(*) AS n FROM logs \
+                        GROUP BY TUMBLE(event_time, INTERVAL '1' MINUTE), service";
+        for name in ["epm", "epm_shadow"] {
+            let plan = compile(&def(name, windowed)).unwrap();
+            assert_eq!(plan.output_topic(), topics::results(name));
+            assert_eq!(crate::runner::late_topic(&plan), topics::late(name));
+        }
+        let stateless = "CREATE JOB clean AS SELECT service FROM logs WHERE status >= 500";
+        for name in ["clean", "clean_shadow"] {
+            assert_eq!(compile(&def(name, stateless)).unwrap().output_topic(), topics::output(name));
+        }
+    }
 }

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_log::{
-    LogError, LogStore, ReadResult, Record, StoredRecord, TopicSpec, now_ms, partitioner::partition_for_key,
+    LogError, LogStore, ReadResult, Record, StoredRecord, TopicSpec, now_ms, partitioner::partition_for_key, topics,
 };
 use sluice_schema::reader::ValueDecoder;
 use sluice_stream::agg::AggState;
@@ -286,7 +286,7 @@ pub(crate) async fn run(cfg: RunnerConfig, stop: watch::Receiver<bool>) -> Resul
 }
 
 pub(crate) fn late_topic(plan: &JobPlan) -> String {
-    plan.options.late_topic.clone().unwrap_or_else(|| format!("{}.late", plan.name))
+    plan.options.late_topic.clone().unwrap_or_else(|| topics::late(&plan.name))
 }
 
 async fn ensure_topic(log: &dyn LogStore, name: &str, min_partitions: u32) -> Result<(), JobError> {

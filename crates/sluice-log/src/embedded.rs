@@ -69,6 +69,8 @@ pub struct LogInner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
     admin: Mutex<()>,
+    /// Set by [`LogStore::close`]: appends and topic changes answer [`LogError::Closed`].
+    closed: AtomicBool,
 }
 
 /// The embedded log adapter. Cheap to clone; background housekeeping (retention, interval fsync) stops when the
@@ -118,18 +120,20 @@ impl EmbeddedLog {
             }
             topics.insert(meta.name.clone(), Arc::new(Topic { meta, partitions }));
         }
-        let inner = Arc::new(LogInner { root, storage, opts, topics: RwLock::new(topics), admin: Mutex::new(()) });
+        let inner = Arc::new(LogInner {
+            root,
+            storage,
+            opts,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(()),
+            closed: AtomicBool::new(false),
+        });
         let housekeeping = Housekeeping::start(Arc::downgrade(&inner));
         Ok((EmbeddedLog { inner, _housekeeping: Arc::new(housekeeping) }, reports))
     }
 
-    /// A Prometheus collector of per-partition gauges for this log.
-    pub fn collector(&self) -> LogCollector {
-        LogCollector::new(Arc::downgrade(&self.inner))
-    }
-
-    /// Waits until every acknowledged append is durable; call before exit under an fsync interval.
-    pub async fn sync_all(&self) {
+    /// Waits until every acknowledged append is durable (part of [`LogStore::close`]).
+    async fn sync_all(&self) {
         let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
         for t in topics {
             for p in &t.partitions {
@@ -150,6 +154,10 @@ impl EmbeddedLog {
         self.inner.apply_retention(now_ms)
     }
 
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.inner.closed.load(Ordering::Acquire) { Err(LogError::Closed) } else { Ok(()) }
+    }
+
     fn topic_arc(&self, name: &str) -> Result<Arc<Topic>, LogError> {
         self.inner.topics.read().get(name).cloned().ok_or_else(|| LogError::TopicNotFound(name.to_string()))
     }
@@ -159,6 +167,7 @@ impl EmbeddedLog {
     }
 
     fn create_topic_blocking(&self, spec: TopicSpec) -> Result<TopicInfo, LogError> {
+        self.check_open()?;
         validate_topic_name(&spec.name)?;
         if spec.partitions == 0 || spec.partitions > MAX_PARTITIONS {
             return Err(LogError::InvalidTopic {
@@ -214,6 +223,7 @@ impl EmbeddedLog {
     }
 
     fn delete_topic_blocking(&self, name: &str) -> Result<(), LogError> {
+        self.check_open()?;
         let inner = &self.inner;
         let _admin = inner.admin.lock();
         let topic = inner.topics.write().remove(name).ok_or_else(|| LogError::TopicNotFound(name.to_string()))?;
@@ -386,6 +396,7 @@ impl LogStore for EmbeddedLog {
     }
 
     async fn append(&self, topic: &str, partition: u32, records: Vec<Record>) -> Result<AppendAck, LogError> {
+        self.check_open()?;
         let t = self.topic_arc(topic)?;
         let p = t.partition(partition)?;
         if records.is_empty() {
@@ -423,5 +434,14 @@ impl LogStore for EmbeddedLog {
         drop(core);
         let _ = tokio::time::timeout(timeout, rx.wait_for(|hw| *hw > offset)).await;
         Ok(*rx.borrow())
+    }
+
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.sync_all().await;
+    }
+
+    fn collector(&self) -> Option<Box<dyn prometheus::core::Collector>> {
+        Some(Box::new(LogCollector::new(Arc::downgrade(&self.inner))))
     }
 }

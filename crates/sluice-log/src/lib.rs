@@ -8,6 +8,7 @@
 //! - [`storage`] is the file I/O the embedded log uses: [`StdStorage`] for real files, [`SimStorage`] to inject
 //!   crashes and faults in tests.
 //! - [`partitioner`] picks a partition for a key exactly as Kafka's default partitioner does (murmur2).
+//! - [`topics`] names the topics Sluice creates for itself (schemas, job results, dead letters) and their roles.
 //! - [`conformance`] is the test suite every adapter must pass.
 
 pub mod conformance;
@@ -20,6 +21,7 @@ mod partition;
 pub mod partitioner;
 mod segment;
 pub mod storage;
+pub mod topics;
 
 use std::time::Duration;
 
@@ -29,7 +31,6 @@ use serde::{Deserialize, Serialize};
 pub use embedded::{EmbeddedLog, lock_data_dir};
 pub use error::{ErrorKind, LogError};
 pub use format::{Record, StoredRecord};
-pub use metrics::LogCollector;
 pub use options::{FsyncPolicy, LogOptions};
 pub use partition::RecoveryReport;
 pub use storage::{SimStorage, StdStorage, Storage, StorageFile, replace_file};
@@ -130,6 +131,12 @@ pub trait LogStore: Send + Sync + 'static {
     async fn flush(&self, topic: &str, partition: u32) -> Result<(), LogError>;
     /// Waits until the high watermark passes `offset` or `timeout` elapses; returns the high watermark.
     async fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration) -> Result<u64, LogError>;
+    /// Makes everything acknowledged durable and stops taking writes: later appends and topic changes answer
+    /// [`LogError::Closed`]. Called once at shutdown, after every writer has stopped (an append racing it may be
+    /// acknowledged under the adapter's ordinary durability policy only).
+    async fn close(&self);
+    /// Metrics the adapter exports itself (per-partition gauges), registered once by the composition root.
+    fn collector(&self) -> Option<Box<dyn prometheus::core::Collector>>;
 }
 
 /// Checks a topic name against Kafka's rules, so every name is valid on both adapters.

@@ -687,9 +687,9 @@ async fn failed_directory_fsync_during_a_roll_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_all_and_flush_make_interval_acknowledgements_durable() {
+async fn close_and_flush_make_interval_acknowledgements_durable() {
     let opts = LogOptions { fsync: FsyncPolicy::Interval(Duration::from_secs(3600)), ..LogOptions::default() };
-    for (sync_before_crash, use_flush) in [(false, false), (true, false), (true, true)] {
+    for (durable_before_crash, use_flush) in [(false, false), (true, false), (true, true)] {
         let storage = SimStorage::new();
         let (log, _) = open(&storage, &opts);
         log.create_topic(TopicSpec::new(TOPIC, 1)).await.unwrap();
@@ -697,16 +697,17 @@ async fn sync_all_and_flush_make_interval_acknowledgements_durable() {
         log.append(TOPIC, 0, records.clone()).await.unwrap();
         if use_flush {
             log.flush(TOPIC, 0).await.unwrap();
-        } else if sync_before_crash {
-            log.sync_all().await;
+        } else if durable_before_crash {
+            log.close().await;
+            assert!(matches!(log.append(TOPIC, 0, vec![record(20)]).await, Err(sluice_log::LogError::Closed)));
         }
         storage.crash();
         drop(log);
         storage.crash();
         let (log, _) = open(&storage, &opts);
         let hw = log.describe_topic(TOPIC).await.unwrap().partition_details[0].high_watermark;
-        // Under an interval nothing forces the data down before the crash; sync_all (run at shutdown) does.
-        assert_eq!(hw, if sync_before_crash { 20 } else { 0 }, "sync_all before crash: {sync_before_crash}");
+        // Under an interval nothing forces the data down before the crash; close (run at shutdown) does.
+        assert_eq!(hw, if durable_before_crash { 20 } else { 0 }, "durable before crash: {durable_before_crash}");
     }
 }
 

@@ -13,22 +13,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use sluice_avro::{Decoder, wire};
+use sluice_log::topics::{self, TopicRole};
 use sluice_log::{LogError, LogStore, Record, StoredRecord, TopicSpec};
 
 use crate::metrics;
 use crate::registry::{RegisteredSchema, Registry};
 
-/// Suffix of dead-letter topics.
-pub const DLQ_SUFFIX: &str = ".dlq";
-
 /// The subject holding a topic's value schemas (Confluent's TopicNameStrategy).
 pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
-}
-
-/// The dead-letter topic of `topic`.
-pub fn dlq_topic(topic: &str) -> String {
-    format!("{topic}{DLQ_SUFFIX}")
 }
 
 /// How a stored value is encoded, told by its first byte: JSON text never starts with 0x00.
@@ -205,7 +198,7 @@ impl DeadLetters {
         partition: u32,
         failed: Vec<(StoredRecord, DecodeFailure)>,
     ) -> Result<usize, LogError> {
-        if topic.ends_with(DLQ_SUFFIX) || failed.is_empty() {
+        if matches!(topics::role(topic), TopicRole::DeadLetters { .. }) || failed.is_empty() {
             return Ok(0);
         }
         let fresh: Vec<(StoredRecord, DecodeFailure)> = {
@@ -234,7 +227,7 @@ impl DeadLetters {
                 value: r.value.clone(),
             })
             .collect();
-        let (log, dlq) = (self.log.clone(), dlq_topic(topic));
+        let (log, dlq) = (self.log.clone(), topics::dead_letters(topic));
         let task = tokio::spawn(async move {
             match log.topic(&dlq).await {
                 Ok(_) => {}

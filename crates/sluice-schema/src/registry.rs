@@ -44,7 +44,7 @@ use crate::error::SchemaError;
 use crate::metrics;
 
 /// The log topic holding the registry.
-pub const SCHEMAS_TOPIC: &str = "_schemas";
+pub const SCHEMAS_TOPIC: &str = sluice_log::topics::SCHEMAS;
 
 /// Format version of the records in [`SCHEMAS_TOPIC`]; a newer one stops start-up rather than being misread.
 const FORMAT: u32 = 1;

@@ -314,7 +314,12 @@ pub async fn start_with_adapters(
             let _ = rx.await;
         });
         let server = tokio::spawn(async move { serve.await });
-        let log = match open_log(&config, storage, &st, adapters).await {
+        let opened = async {
+            let log = open_embedded_log(&config, storage, &st).await?;
+            start_consumers(&config, log.clone(), &st, adapters).await?;
+            Ok::<_, ServerError>(log)
+        };
+        let log = match opened.await {
             Ok(log) => log,
             Err(e) => {
                 server.abort();
@@ -336,8 +341,8 @@ pub async fn start_with_adapters(
             search.shutdown().await;
         }
         // No request is in flight any more: make what was acknowledged under an fsync interval durable.
-        log.sync_all().await;
-        tracing::info!("log synced");
+        log.close().await;
+        tracing::info!("log closed");
         drop(log);
         match result {
             Ok(Ok(())) => Ok(()),
@@ -348,12 +353,12 @@ pub async fn start_with_adapters(
     Ok(RunningServer { local_addr, state, shutdown: Some(tx), task })
 }
 
-async fn open_log(
+/// Opens the log adapter: the embedded log under the data directory, recovered before anything reads it.
+async fn open_embedded_log(
     config: &Config,
     storage: Arc<dyn Storage>,
-    state: &Arc<AppState>,
-    adapters: Adapters,
-) -> Result<EmbeddedLog, ServerError> {
+    state: &AppState,
+) -> Result<Arc<dyn LogStore>, ServerError> {
     let root = config.data_dir.join("log");
     let opts = log_options(config);
     let started = std::time::Instant::now();
@@ -367,8 +372,21 @@ async fn open_log(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "log recovered"
     );
-    state.registry.register(Box::new(log.collector())).map_err(|e| ServerError::Config(e.to_string()))?;
-    let shared: Arc<dyn LogStore> = Arc::new(log.clone());
+    let log: Arc<dyn LogStore> = Arc::new(log);
+    if let Some(collector) = log.collector() {
+        state.registry.register(collector).map_err(|e| ServerError::Config(e.to_string()))?;
+    }
+    Ok(log)
+}
+
+/// Starts everything that reads the log (the schema registry, jobs, the store and search sinks), then reports
+/// ready. Holds the log only as the port, whichever adapter it is.
+async fn start_consumers(
+    config: &Config,
+    shared: Arc<dyn LogStore>,
+    state: &Arc<AppState>,
+    adapters: Adapters,
+) -> Result<(), ServerError> {
     ensure_topics(config, &*shared).await?;
     let schemas = sluice_schema::Registry::open(shared.clone()).await?;
     let schemas = Arc::new(schemas);
@@ -401,7 +419,7 @@ async fn open_log(
         let _ = state.search.set(search);
     }
     state.set_ready(true);
-    Ok(log)
+    Ok(())
 }
 
 /// Creates the topics declared in the config that do not exist yet.

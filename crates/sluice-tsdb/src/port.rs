@@ -13,6 +13,7 @@ use serde_json::Value;
 use sluice_config::StoreConfig;
 use sluice_jobs::JobManager;
 use sluice_log::LogStore;
+use sluice_log::topics::{self, TopicRole};
 use sluice_schema::reader::ValueDecoder;
 use sluice_sink::store::{QueryAnswer, QueryFormat, ResultRow, StoreApiError, TimeSeriesStore};
 use sluice_sink::{RunnerOptions, SinkHandle, SinkRunner};
@@ -168,14 +169,14 @@ impl EmbeddedStore {
     /// The table a topic feeds and how, or `None` for topics the store leaves alone (internal, dead letters,
     /// changelogs of dropped or stateless jobs).
     fn feed_for(&self, topic: &str) -> Option<(String, Feed)> {
-        if topic.starts_with('_') || topic.ends_with(".dlq") {
-            return None;
+        match topics::role(topic) {
+            TopicRole::Internal | TopicRole::DeadLetters { .. } => None,
+            TopicRole::Results { job } => {
+                let keys = self.jobs.result_keys(job)?;
+                Some((job.to_string(), Feed::Results { key_names: Arc::new(keys) }))
+            }
+            TopicRole::Events => Some((topic.to_string(), Feed::Raw { decoder: self.decoder.clone() })),
         }
-        if let Some(job) = topic.strip_suffix(".results") {
-            let keys = self.jobs.result_keys(job)?;
-            return Some((job.to_string(), Feed::Results { key_names: Arc::new(keys) }));
-        }
-        Some((topic.to_string(), Feed::Raw { decoder: self.decoder.clone() }))
     }
 
     fn open_table(&self, table: &str, topic: &str, feed: &Feed) -> Result<Arc<Table>, StoreError> {
@@ -193,7 +194,7 @@ impl EmbeddedStore {
             return;
         }
         for (job, plan) in self.jobs.windowed_plans() {
-            let topic = format!("{job}.results");
+            let topic = topics::results(&job);
             if plan.output_topic() != topic || self.store.table(&job).is_some() {
                 continue;
             }
