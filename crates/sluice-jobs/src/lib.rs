@@ -7,10 +7,12 @@
 //!   (create, list, describe, pause, resume, drop, replay, results).
 //! - [`runner`]: one running job (source tasks -> keyed state shards -> hot results + results writer), its
 //!   checkpoints and its exactly-once rules; [`JobStats`] are its live numbers.
+//! - [`changelog`]: the format of a windowed job's `{job}.results` topic, which the store and the hot results read.
 //! - [`HotResults`]: the last N minutes of a job's results, served from memory.
 //! - [`CheckpointStore`]: atomic, checksummed checkpoint files with fallback to the previous good one.
 //! - [`JobError`]: every failure, with a stable [`JobError::code`].
 
+pub mod changelog;
 pub mod checkpoint;
 mod error;
 pub mod hot;
@@ -22,4 +24,4 @@ pub use checkpoint::CheckpointStore;
 pub use error::JobError;
 pub use hot::{HotResults, ResultRow};
 pub use manager::{JobDefinition, JobManager, JobStatus, LatencySummary, ManagerOptions, ReplayFrom};
-pub use runner::{JobStats, RESULT_KIND_HEADER, StartPosition, changelog_identity};
+pub use runner::{JobStats, StartPosition};

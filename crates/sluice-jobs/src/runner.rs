@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::changelog::{self, ResultKind, key_text};
 use crate::checkpoint::CheckpointStore;
 use crate::error::JobError;
 use crate::hot::{HotResults, ResultRow};
@@ -50,8 +51,6 @@ use crate::metrics;
 
 /// Header naming the source offset an output or late record came from (`{partition}/{offset}` of the source).
 pub const SOURCE_OFFSET_HEADER: &str = "sluice.source_offset";
-/// Header on changelog records: `partial`, `final` or `deleted`.
-pub const RESULT_KIND_HEADER: &str = "sluice.result";
 
 const READ_MAX_RECORDS: usize = 2_000;
 const READ_MAX_BYTES: usize = 4 << 20;
@@ -722,7 +721,8 @@ async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Result<(), JobEr
             from = r.next_offset;
             let mut rows = Vec::new();
             for rec in &r.records {
-                let Some((start, end, key)) = rec.key.as_deref().and_then(|k| changelog_identity(&key_names, k)) else {
+                let Some((start, end, key)) = rec.key.as_deref().and_then(|k| changelog::identity(&key_names, k))
+                else {
                     continue;
                 };
                 match serde_json::from_slice::<Value>(&rec.value) {
@@ -1390,7 +1390,8 @@ impl Shard {
                 m = rx.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     let mut next = Some(m);
-                    // Drain what is queued (bounded) before emitting, so a busy shard emits once per burst.
+                    // Drain what is queued (bounded) before emitting, so a busy shard emits once per burst; a full
+                    // batch of changed rows ends the burst, so unwritten changes stay bounded by count.
                     let mut n = 0;
                     while let Some(m) = next.take() {
                         match m {
@@ -1409,7 +1410,7 @@ impl Shard {
                             }
                         }
                         n += 1;
-                        if n < 64 {
+                        if n < 64 && self.cl_dirty.len() < WRITER_BATCH {
                             next = rx.try_recv().ok();
                         }
                     }
@@ -1688,7 +1689,7 @@ impl Shard {
         let mut out = Vec::new();
         for (w, key, emitted) in self.removed.drain(..) {
             if emitted {
-                out.push(changelog_record(&self.plan, w, &key, None, "deleted"));
+                out.push(changelog::record(&self.plan, w, &key, None, ResultKind::Deleted));
             }
         }
         // Only what changed since the last flush: the cost follows the changes, not the size of the state.
@@ -1710,13 +1711,13 @@ impl Shard {
             e.dirty = false;
             match plan.result_row(b.window(), &key, &e.states) {
                 Some(map) => {
-                    let kind = if fired { "final" } else { "partial" };
-                    out.push(changelog_record(plan, b.window(), &key, Some(&map), kind));
+                    let kind = if fired { ResultKind::Final } else { ResultKind::Partial };
+                    out.push(changelog::record(plan, b.window(), &key, Some(&map), kind));
                     e.emitted = true;
                 }
                 // A final rejection is always written: a row from before a restart may be in the changelog.
                 None if e.emitted || fired => {
-                    out.push(changelog_record(plan, b.window(), &key, None, "deleted"));
+                    out.push(changelog::record(plan, b.window(), &key, None, ResultKind::Deleted));
                     e.emitted = false;
                 }
                 None => {}
@@ -1780,69 +1781,6 @@ impl Shard {
     }
 }
 
-/// The group key as the hot results name it: the value's text; several keys joined by `,`, with `\` and `,`
-/// inside a value escaped as `\\` and `\,` so different keys never share a name.
-fn key_text(key: &[Datum]) -> String {
-    if let [one] = key {
-        return one.to_key_text();
-    }
-    let mut s = String::new();
-    for (i, d) in key.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        for c in d.to_key_text().chars() {
-            if c == ',' || c == '\\' {
-                s.push('\\');
-            }
-            s.push(c);
-        }
-    }
-    s
-}
-
-/// Window start, end and key text (as the hot results index rows) of a changelog record key of a job whose group
-/// keys are named `key_names`; `None` for a key that is not one.
-pub fn changelog_identity(key_names: &[&str], key: &[u8]) -> Option<(i64, i64, String)> {
-    let k = serde_json::from_slice::<Value>(key).ok()?;
-    let start = k.get("window_start").map(Datum::from_json).and_then(|d| d.as_time_ms())?;
-    let end = k.get("window_end").map(Datum::from_json).and_then(|d| d.as_time_ms())?;
-    let key: Vec<Datum> = key_names.iter().map(|n| k.get(*n).map_or(Datum::Null, Datum::from_json)).collect();
-    Some((start, end, key_text(&key)))
-}
-
-/// The changelog record key: window bounds and group key as JSON, the identity results are upserted by.
-fn changelog_key(plan: &WindowedPlan, w: Window, key: &[Datum]) -> Bytes {
-    let mut m = serde_json::Map::new();
-    m.insert("window_start".into(), Datum::Time(w.start).to_json());
-    m.insert("window_end".into(), Datum::Time(w.end).to_json());
-    for (i, ((name, _), d)) in plan.keys.iter().zip(key).enumerate() {
-        // Two keys with one name (`a.id, b.id`) must both stay in the identity.
-        let name = if m.contains_key(name) { format!("{name}_{i}") } else { name.clone() };
-        m.insert(name, d.to_json());
-    }
-    Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
-}
-
-fn changelog_record(
-    plan: &WindowedPlan,
-    w: Window,
-    key: &[Datum],
-    row: Option<&serde_json::Map<String, Value>>,
-    kind: &'static str,
-) -> Record {
-    let value = match row {
-        Some(m) => serde_json::to_vec(m).unwrap_or_default(),
-        None => b"null".to_vec(),
-    };
-    Record {
-        timestamp: w.end.saturating_sub(1),
-        key: Some(changelog_key(plan, w, key)),
-        headers: vec![(RESULT_KIND_HEADER.to_string(), Bytes::from_static(kind.as_bytes()))],
-        value: Bytes::from(value),
-    }
-}
-
 async fn run_writer(
     log: Arc<dyn LogStore>,
     topic: String,
@@ -1885,7 +1823,7 @@ async fn append_with_retry(log: &dyn LogStore, topic: &str, p: u32, batch: Vec<R
     for attempt in 0..8 {
         match log.append(topic, p, batch.clone()).await {
             Ok(_) => return Ok(()),
-            Err(e) if attempt < 7 && e.kind() == sluice_log::ErrorKind::Unavailable => {
+            Err(e) if attempt < 7 && e.kind().is_transient() => {
                 tracing::warn!(topic, partition = p, error = %e, "results append failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));

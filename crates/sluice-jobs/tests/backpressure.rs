@@ -56,10 +56,8 @@ const EVENTS_PER_ROW: u64 = 1;
 /// Events read but not yet in the results topic, at most:
 /// - every shard's queue full: `SHARD_QUEUE * tasks` deltas, each the part of one task's read round whose users
 ///   hash to that shard (a tenth more for hashing skew);
-/// - every shard holding up to twice that in its state: it drains its queue (which the tasks refill), and keeps
-///   absorbing deltas for up to `buffer_timeout` (100 ms) before it hands the changed rows to the writer and
-///   blocks there, so this part is bounded by time, not by a count (a debug build reads less than a queue's worth
-///   in 100 ms);
+/// - every shard's unwritten changes: a shard stops absorbing deltas once a writer batch of rows changed, so it
+///   holds at most one batch plus one delta, and twice that while it hands a batch to the writer;
 /// - every task holding one read round and blocked sending another;
 /// - the writer's queue full, one batch being appended and one more ready in every shard.
 fn in_flight_bound() -> u64 {
@@ -73,7 +71,7 @@ fn in_flight_parts() -> (u64, u64, u64, u64) {
     let shards = PARALLELISM as u64;
     let round = READ_MAX_RECORDS * u64::from(PARTITIONS) / tasks;
     let shard_queues = shards * SHARD_QUEUE * tasks * (round / shards) * 11 / 10;
-    let shard_state = 2 * shard_queues;
+    let shard_state = shards * 2 * (WRITER_BATCH * EVENTS_PER_ROW + (round / shards) * 11 / 10);
     let source_tasks = tasks * 2 * round;
     let writer = (WRITER_QUEUE + 1 + shards) * WRITER_BATCH * EVENTS_PER_ROW;
     (shard_queues, shard_state, source_tasks, writer)

@@ -122,12 +122,14 @@ pub async fn create_and_describe_a_topic(f: Fresh) {
 pub async fn bad_topic_specs_are_refused(f: Fresh) {
     let log = &*f.log;
     topic(log, "taken", 1).await;
-    assert!(matches!(log.create_topic(TopicSpec::new("taken", 1)).await, Err(LogError::TopicExists(_))));
+    let taken = log.create_topic(TopicSpec::new("taken", 1)).await.unwrap_err();
+    assert!(matches!(taken, LogError::TopicExists(_)), "{taken:?}");
+    assert_eq!(taken.kind(), ErrorKind::AlreadyExists);
     let bad = log.create_topic(TopicSpec::new("bad/name", 1)).await;
     assert!(matches!(bad, Err(LogError::InvalidTopicName { .. })), "{bad:?}");
     let zero = log.create_topic(TopicSpec::new("zero", 0)).await;
     assert!(matches!(zero, Err(LogError::InvalidTopic { .. })), "{zero:?}");
-    assert_eq!(zero.unwrap_err().kind(), ErrorKind::User);
+    assert_eq!(zero.unwrap_err().kind(), ErrorKind::InvalidArgument);
     assert!(matches!(log.topic("zero").await, Err(LogError::TopicNotFound(_))), "a refused topic is not created");
 }
 
@@ -206,11 +208,14 @@ pub async fn unknown_topics_and_partitions_are_errors(f: Fresh) {
     topic(log, "known", 2).await;
     let e = log.append("known", 2, vec![numbered(0)]).await.unwrap_err();
     assert!(matches!(e, LogError::PartitionNotFound { partition: 2, partitions: 2, .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
     assert!(matches!(log.read("known", 5, 0, 1, 1).await, Err(LogError::PartitionNotFound { .. })));
     assert!(matches!(log.read("nope", 0, 0, 1, 1).await, Err(LogError::TopicNotFound(_))));
     assert!(matches!(log.append("nope", 0, vec![numbered(0)]).await, Err(LogError::TopicNotFound(_))));
     assert!(matches!(log.describe_topic("nope").await, Err(LogError::TopicNotFound(_))));
-    assert_eq!(LogError::TopicNotFound("nope".into()).kind(), ErrorKind::User);
+    let e = log.read("nope", 0, 0, 1, 1).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(!e.kind().is_transient());
 }
 
 pub async fn reads_honour_their_start_and_limits(f: Fresh) {
@@ -256,7 +261,7 @@ pub async fn reads_at_and_past_the_high_watermark(f: Fresh) {
     assert_eq!((r.next_offset, r.high_watermark, r.log_start_offset), (20, 20, 0));
     let e = log.read("edge", 0, 21, 10, 1 << 20).await.unwrap_err();
     assert!(matches!(e, LogError::OffsetOutOfRange { start: 0, end: 20, .. }), "{e:?}");
-    assert_eq!(e.kind(), ErrorKind::User);
+    assert_eq!(e.kind(), ErrorKind::OutOfRange);
 }
 
 pub async fn offset_for_time_finds_the_first_at_or_after(f: Fresh) {

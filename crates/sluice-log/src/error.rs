@@ -3,17 +3,37 @@
 use std::io;
 use std::path::Path;
 
-/// How a caller should treat an error.
+/// What went wrong, independent of the adapter: it decides whether a caller retries and how a listener answers
+/// (the server maps kinds to HTTP statuses; a Kafka listener would map them to Kafka error codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The request is wrong (bad name, unknown topic, offset out of range): retrying will not help.
-    User,
+    /// No such topic or partition.
+    NotFound,
+    /// The topic already exists.
+    AlreadyExists,
+    /// The request is malformed (a bad name, a bad partition count): retrying will not help.
+    InvalidArgument,
+    /// An offset outside what the partition holds.
+    OutOfRange,
+    /// A batch over the adapter's size limit.
+    TooLarge,
     /// Out of space: retry after space is freed.
     ResourceExhausted,
-    /// Not available right now (shutting down, partition fenced until restart).
+    /// Not available right now (shutting down, partition fenced, broker unreachable): retry with backoff.
     Unavailable,
-    /// Corruption or an unexpected I/O error.
+    /// The backend did not answer in time; the operation may or may not have happened.
+    Timeout,
+    /// The backend refused Sluice's own credentials (a configuration problem, not the client's).
+    Unauthorized,
+    /// Corruption or an unexpected error.
     Internal,
+}
+
+impl ErrorKind {
+    /// Worth retrying the same call after a backoff.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Timeout)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,20 +64,28 @@ pub enum LogError {
     Io { path: String, source: io::Error },
     #[error("the log is closed")]
     Closed,
+    #[error("log backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("log backend did not answer {operation} within {timeout_ms} ms")]
+    Timeout { operation: String, timeout_ms: u64 },
+    #[error("log backend refused sluice's credentials: {0}")]
+    Unauthorized(String),
 }
 
 impl LogError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LogError::TopicNotFound(_)
-            | LogError::TopicExists(_)
-            | LogError::InvalidTopicName { .. }
-            | LogError::InvalidTopic { .. }
-            | LogError::PartitionNotFound { .. }
-            | LogError::OffsetOutOfRange { .. }
-            | LogError::BatchTooLarge { .. } => ErrorKind::User,
+            LogError::TopicNotFound(_) | LogError::PartitionNotFound { .. } => ErrorKind::NotFound,
+            LogError::TopicExists(_) => ErrorKind::AlreadyExists,
+            LogError::InvalidTopicName { .. } | LogError::InvalidTopic { .. } => ErrorKind::InvalidArgument,
+            LogError::OffsetOutOfRange { .. } => ErrorKind::OutOfRange,
+            LogError::BatchTooLarge { .. } => ErrorKind::TooLarge,
             LogError::DiskFull { .. } => ErrorKind::ResourceExhausted,
-            LogError::Fenced { .. } | LogError::SyncFailed { .. } | LogError::Closed => ErrorKind::Unavailable,
+            LogError::Fenced { .. } | LogError::SyncFailed { .. } | LogError::Closed | LogError::Unavailable(_) => {
+                ErrorKind::Unavailable
+            }
+            LogError::Timeout { .. } => ErrorKind::Timeout,
+            LogError::Unauthorized(_) => ErrorKind::Unauthorized,
             LogError::Corrupt { .. } | LogError::Io { .. } => ErrorKind::Internal,
         }
     }
@@ -78,6 +106,9 @@ impl LogError {
             LogError::Corrupt { .. } => "corrupt_data",
             LogError::Io { .. } => "io_error",
             LogError::Closed => "log_closed",
+            LogError::Unavailable(_) => "log_unavailable",
+            LogError::Timeout { .. } => "log_timeout",
+            LogError::Unauthorized(_) => "log_unauthorized",
         }
     }
 }

@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use sluice_sink::PortErrorKind;
+
 /// Errors of the embedded search index.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -40,13 +42,12 @@ impl SearchError {
         }
     }
 
-    /// The HTTP status the API answers with.
-    pub fn status(&self) -> u16 {
+    pub fn kind(&self) -> PortErrorKind {
         match self {
-            SearchError::InvalidDefinition(_) | SearchError::InvalidQuery(_) => 400,
-            SearchError::NoIndex(_) => 404,
-            SearchError::Timeout(_) => 408,
-            _ => 500,
+            SearchError::InvalidDefinition(_) | SearchError::InvalidQuery(_) => PortErrorKind::InvalidArgument,
+            SearchError::NoIndex(_) => PortErrorKind::NotFound,
+            SearchError::Timeout(_) => PortErrorKind::Timeout,
+            _ => PortErrorKind::Internal,
         }
     }
 }

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sluice_config::{IndexDefinition, SearchConfig};
-use sluice_log::{LogError, LogStore};
+use sluice_log::LogStore;
 use sluice_schema::reader::{ValueDecoder, ValueFormat, value_format};
-use sluice_sink::search::{SearchApiError, SearchRequest, SearchService};
-use sluice_sink::{RunnerOptions, SinkHandle, SinkRunner};
+use sluice_sink::search::{SearchRequest, SearchService};
+use sluice_sink::{PortError, PortErrorKind, RunnerOptions, SinkHandle, SinkRunner};
 
 use crate::error::SearchError;
 use crate::index::{IndexOptions, TopicIndex, list_dirs, topic_dir};
@@ -51,12 +51,12 @@ pub struct EmbeddedSearch {
     stop: tokio::sync::watch::Sender<bool>,
 }
 
-fn api(e: SearchError) -> SearchApiError {
-    SearchApiError::new(e.status(), e.code(), e.to_string())
+fn api(e: SearchError) -> PortError {
+    PortError::new(e.kind(), e.code(), e.to_string())
 }
 
-fn blocking_failed(e: tokio::task::JoinError) -> SearchApiError {
-    SearchApiError::new(500, "internal", format!("search task failed: {e}"))
+fn blocking_failed(e: tokio::task::JoinError) -> PortError {
+    PortError::internal(format!("search task failed: {e}"))
 }
 
 impl EmbeddedSearch {
@@ -223,14 +223,8 @@ impl EmbeddedSearch {
     }
 
     /// Creates or replaces an index. `keep_same`: an identical definition keeps the index as it is.
-    async fn apply(&self, topic: &str, def: IndexDefinition, keep_same: bool) -> Result<Value, SearchApiError> {
-        match self.log.topic(topic).await {
-            Ok(_) => {}
-            Err(LogError::TopicNotFound(_)) => {
-                return Err(SearchApiError::new(404, "topic_not_found", format!("topic `{topic}` not found")));
-            }
-            Err(e) => return Err(SearchApiError::new(500, e.code(), e.to_string())),
-        }
+    async fn apply(&self, topic: &str, def: IndexDefinition, keep_same: bool) -> Result<Value, PortError> {
+        self.log.topic(topic).await?;
         let mut entries = self.entries.lock().await;
         if def.fields.is_empty() && entries.contains_key(topic) {
             // `{}` asks for defaults; an existing index already has a definition.
@@ -290,12 +284,11 @@ impl EmbeddedSearch {
     async fn default_fields(
         &self,
         topic: &str,
-    ) -> Result<std::collections::BTreeMap<String, sluice_config::FieldSpec>, SearchApiError> {
+    ) -> Result<std::collections::BTreeMap<String, sluice_config::FieldSpec>, PortError> {
         if let Some(s) = self.decoder.reader_schema(topic) {
             return Ok(fields_from_avro(&s.schema));
         }
-        let desc =
-            self.log.describe_topic(topic).await.map_err(|e| SearchApiError::new(500, e.code(), e.to_string()))?;
+        let desc = self.log.describe_topic(topic).await?;
         let mut samples = Vec::new();
         for p in &desc.partition_details {
             let from = p.high_watermark.saturating_sub(SAMPLE_PER_PARTITION as u64).max(p.log_start_offset);
@@ -360,7 +353,7 @@ impl EmbeddedSearch {
 
 #[async_trait]
 impl SearchService for EmbeddedSearch {
-    async fn search(&self, req: SearchRequest) -> Result<Value, SearchApiError> {
+    async fn search(&self, req: SearchRequest) -> Result<Value, PortError> {
         let started = Instant::now();
         let result = self.search_inner(req, started).await;
         let outcome = result.as_ref().map_or_else(|e| e.code, |_| "ok");
@@ -368,10 +361,9 @@ impl SearchService for EmbeddedSearch {
         result
     }
 
-    async fn put_index(&self, topic: &str, definition: IndexDefinition) -> Result<Value, SearchApiError> {
+    async fn put_index(&self, topic: &str, definition: IndexDefinition) -> Result<Value, PortError> {
         if !definition.topic.is_empty() && definition.topic != topic {
-            return Err(SearchApiError::new(
-                400,
+            return Err(PortError::invalid(
                 "invalid_index_definition",
                 format!("definition names topic `{}` but the path names `{topic}`", definition.topic),
             ));
@@ -379,13 +371,13 @@ impl SearchService for EmbeddedSearch {
         self.apply(topic, definition, true).await
     }
 
-    async fn index(&self, topic: &str) -> Result<Value, SearchApiError> {
+    async fn index(&self, topic: &str) -> Result<Value, PortError> {
         let entries = self.entries.lock().await;
         let e = entries.get(topic).ok_or_else(|| api(SearchError::NoIndex(topic.to_string())))?;
         Ok(self.status(topic, e).await)
     }
 
-    async fn indexes(&self) -> Result<Vec<Value>, SearchApiError> {
+    async fn indexes(&self) -> Result<Vec<Value>, PortError> {
         let entries = self.entries.lock().await;
         let mut topics: Vec<&String> = entries.keys().collect();
         topics.sort();
@@ -396,7 +388,7 @@ impl SearchService for EmbeddedSearch {
         Ok(out)
     }
 
-    async fn delete_index(&self, topic: &str) -> Result<(), SearchApiError> {
+    async fn delete_index(&self, topic: &str) -> Result<(), PortError> {
         let e = self.entries.lock().await.remove(topic).ok_or_else(|| api(SearchError::NoIndex(topic.to_string())))?;
         self.drop_entry(e).await.map_err(api)?;
         tracing::info!(topic = %topic, "search index deleted");
@@ -421,10 +413,9 @@ impl SearchService for EmbeddedSearch {
 }
 
 impl EmbeddedSearch {
-    async fn search_inner(&self, req: SearchRequest, started: Instant) -> Result<Value, SearchApiError> {
+    async fn search_inner(&self, req: SearchRequest, started: Instant) -> Result<Value, PortError> {
         if req.limit == 0 || req.limit > self.config.max_limit {
-            return Err(SearchApiError::new(
-                400,
+            return Err(PortError::invalid(
                 "invalid_limit",
                 format!("limit {} is not between 1 and {}", req.limit, self.config.max_limit),
             ));
@@ -432,7 +423,7 @@ impl EmbeddedSearch {
         if let (Some(f), Some(t)) = (req.from, req.to)
             && f >= t
         {
-            return Err(SearchApiError::new(400, "invalid_time_range", format!("from ({f}) is not before to ({t})")));
+            return Err(PortError::invalid("invalid_time_range", format!("from ({f}) is not before to ({t})")));
         }
         let index = {
             let entries = self.entries.lock().await;
@@ -446,7 +437,13 @@ impl EmbeddedSearch {
         let deadline = Instant::now() + timeout;
         let permit = match tokio::time::timeout(timeout, self.permits.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(SearchApiError::new(503, "search_unavailable", "search is shutting down")),
+            Ok(Err(_)) => {
+                return Err(PortError::new(
+                    PortErrorKind::Unavailable,
+                    "search_unavailable",
+                    "search is shutting down",
+                ));
+            }
             Err(_) => return Err(api(SearchError::Timeout(timeout.as_millis() as u64))),
         };
         let task = tokio::task::spawn_blocking(move || {

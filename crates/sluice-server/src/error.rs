@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sluice_log::{ErrorKind, LogError};
+use sluice_sink::{PortError, PortErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -39,16 +40,40 @@ impl IntoResponse for ApiError {
 
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
-        let status = match (&e, e.kind()) {
-            (LogError::TopicNotFound(_) | LogError::PartitionNotFound { .. }, _) => StatusCode::NOT_FOUND,
-            (LogError::TopicExists(_), _) => StatusCode::CONFLICT,
-            (LogError::OffsetOutOfRange { .. }, _) => StatusCode::RANGE_NOT_SATISFIABLE,
-            (LogError::BatchTooLarge { .. }, _) => StatusCode::PAYLOAD_TOO_LARGE,
-            (_, ErrorKind::User) => StatusCode::BAD_REQUEST,
-            (_, ErrorKind::ResourceExhausted) => StatusCode::INSUFFICIENT_STORAGE,
-            (_, ErrorKind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
-            (_, ErrorKind::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        ApiError::new(status_of(e.kind()), e.code(), e.to_string())
+    }
+}
+
+/// The HTTP status of a log error, from its backend-neutral kind alone.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists => StatusCode::CONFLICT,
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::OutOfRange => StatusCode::RANGE_NOT_SATISFIABLE,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::ResourceExhausted => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        // Sluice's own credentials to its backend: the operator's problem, not the client's.
+        ErrorKind::Unauthorized => StatusCode::BAD_GATEWAY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Store and search errors: the status from the port's backend-neutral kind.
+impl From<PortError> for ApiError {
+    fn from(e: PortError) -> Self {
+        let status = match e.kind {
+            PortErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+            PortErrorKind::NotFound => StatusCode::NOT_FOUND,
+            PortErrorKind::Conflict => StatusCode::CONFLICT,
+            PortErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+            // The request itself is too big for its budget (a query's memory): not the server's failure.
+            PortErrorKind::ResourceExhausted => StatusCode::UNPROCESSABLE_ENTITY,
+            PortErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PortErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, e.code(), e.to_string())
+        ApiError::new(status, e.code, e.message)
     }
 }

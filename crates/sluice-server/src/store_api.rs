@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use sluice_sink::store::{QueryFormat, StoreApiError, TimeSeriesStore};
+use sluice_sink::store::{QueryFormat, TimeSeriesStore};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -27,13 +27,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/tables", get(list))
         .route("/v1/tables/{table}", get(describe))
         .route("/v1/tables/{table}/retention", put(set_retention))
-}
-
-impl From<StoreApiError> for ApiError {
-    fn from(e: StoreApiError) -> Self {
-        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError::new(status, e.code, e.message)
-    }
 }
 
 pub(crate) fn store(state: &AppState) -> ApiResult<&Arc<dyn TimeSeriesStore>> {

@@ -11,10 +11,12 @@
 //! Ports: [`store::TimeSeriesStore`] is what the HTTP server needs from a time-series store (SQL queries, table
 //! administration, job results older than the hot path). The embedded adapter lives in `sluice-tsdb`, so the
 //! server and its tests never compile or link the query engine. [`search::SearchService`] is the search port;
-//! its embedded adapter (tantivy) lives in `sluice-search`.
+//! its embedded adapter (tantivy) lives in `sluice-search`. Both answer [`PortError`]s with a backend-neutral
+//! [`PortErrorKind`]; the server maps kinds to HTTP statuses.
 
 pub mod metrics;
 pub mod partitioning;
+mod port_error;
 pub mod runner;
 pub mod search;
 pub mod store;
@@ -24,6 +26,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use sluice_log::StoredRecord;
 
+pub use port_error::{PortError, PortErrorKind};
 pub use runner::{RunnerOptions, SinkHandle, SinkRunner, SinkStatus};
 
 /// Records of one partition, in offset order, and the offset to read from after them.

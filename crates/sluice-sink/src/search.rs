@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sluice_config::IndexDefinition;
 
-pub use crate::store::StoreApiError as SearchApiError;
+use crate::PortError;
 
 /// How hits are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,19 +43,19 @@ pub struct SearchRequest {
 #[async_trait]
 pub trait SearchService: Send + Sync + 'static {
     /// `{"hits":[{"partition","offset","timestamp","event","highlights"}],"total","next_cursor","facets"}`.
-    async fn search(&self, req: SearchRequest) -> Result<Value, SearchApiError>;
+    async fn search(&self, req: SearchRequest) -> Result<Value, PortError>;
 
     /// Creates or replaces a topic's index (a changed definition rebuilds it from the log); answers its status.
-    async fn put_index(&self, topic: &str, definition: IndexDefinition) -> Result<Value, SearchApiError>;
+    async fn put_index(&self, topic: &str, definition: IndexDefinition) -> Result<Value, PortError>;
 
     /// A topic's index: its resolved definition and status (documents, partitions, indexing progress).
-    async fn index(&self, topic: &str) -> Result<Value, SearchApiError>;
+    async fn index(&self, topic: &str) -> Result<Value, PortError>;
 
     /// Every index, as [`SearchService::index`] shows them.
-    async fn indexes(&self) -> Result<Vec<Value>, SearchApiError>;
+    async fn indexes(&self) -> Result<Vec<Value>, PortError>;
 
     /// Stops indexing the topic and deletes its index.
-    async fn delete_index(&self, topic: &str) -> Result<(), SearchApiError>;
+    async fn delete_index(&self, topic: &str) -> Result<(), PortError>;
 
     /// Commits what the indexers buffered (graceful shutdown).
     async fn shutdown(&self);

@@ -8,6 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+use crate::PortError;
+
 /// How a query answer is rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryFormat {
@@ -52,39 +54,20 @@ pub struct QueryAnswer {
     pub elapsed: Duration,
 }
 
-/// A store error, already shaped for HTTP (`{"error":{"code","message"}}`).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct StoreApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl StoreApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        StoreApiError { status, code, message: message.into() }
-    }
-
-    pub fn not_found(what: impl Into<String>) -> Self {
-        StoreApiError::new(404, "table_not_found", what)
-    }
-}
-
 /// The time-series store port.
 #[async_trait]
 pub trait TimeSeriesStore: Send + Sync + 'static {
     /// Runs one read-only SQL query.
-    async fn query(&self, sql: &str, format: QueryFormat) -> Result<QueryAnswer, StoreApiError>;
+    async fn query(&self, sql: &str, format: QueryFormat) -> Result<QueryAnswer, PortError>;
 
     /// Every table, as JSON objects (name, kind, columns, chunks, rows, bytes, retention...).
-    async fn tables(&self) -> Result<Vec<Value>, StoreApiError>;
+    async fn tables(&self) -> Result<Vec<Value>, PortError>;
 
     /// One table in detail.
-    async fn table(&self, name: &str) -> Result<Value, StoreApiError>;
+    async fn table(&self, name: &str) -> Result<Value, PortError>;
 
     /// Sets (or with `None` clears) a table's retention; chunks wholly older are dropped soon after.
-    async fn set_retention(&self, name: &str, retention: Option<Duration>) -> Result<Value, StoreApiError>;
+    async fn set_retention(&self, name: &str, retention: Option<Duration>) -> Result<Value, PortError>;
 
     /// Final result rows of `job` whose window intersects `[from, to)` and ends at or before `max_end`, ordered by
     /// window start then key, shaped like the hot path's rows. `None` when the store keeps no table for the job.
@@ -96,7 +79,7 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
         to: Option<i64>,
         max_end: Option<i64>,
         limit: usize,
-    ) -> Result<Option<Vec<ResultRow>>, StoreApiError>;
+    ) -> Result<Option<Vec<ResultRow>>, PortError>;
 
     /// Flushes every table's buffered rows to files (graceful shutdown).
     async fn shutdown(&self);

@@ -15,8 +15,8 @@ use sluice_jobs::JobManager;
 use sluice_log::LogStore;
 use sluice_log::topics::{self, TopicRole};
 use sluice_schema::reader::ValueDecoder;
-use sluice_sink::store::{QueryAnswer, QueryFormat, ResultRow, StoreApiError, TimeSeriesStore};
-use sluice_sink::{RunnerOptions, SinkHandle, SinkRunner};
+use sluice_sink::store::{QueryAnswer, QueryFormat, ResultRow, TimeSeriesStore};
+use sluice_sink::{PortError, PortErrorKind, RunnerOptions, SinkHandle, SinkRunner};
 use sluice_stream::ValueKind;
 
 use crate::error::StoreError;
@@ -338,28 +338,28 @@ fn data_type(kind: ValueKind) -> DataType {
     }
 }
 
-fn api_error(e: StoreError) -> StoreApiError {
+fn api_error(e: StoreError) -> PortError {
     match e {
-        StoreError::UnknownTable(t) => StoreApiError::not_found(format!("table `{t}` not found")),
+        StoreError::UnknownTable(t) => PortError::not_found("table_not_found", format!("table `{t}` not found")),
         e @ (StoreError::InvalidSetting { .. } | StoreError::InvalidName { .. }) => {
-            StoreApiError::new(400, e.code(), e.to_string())
+            PortError::invalid(e.code(), e.to_string())
         }
-        e @ StoreError::WrongKind { .. } => StoreApiError::new(409, e.code(), e.to_string()),
-        e => StoreApiError::new(500, e.code(), e.to_string()),
+        e @ StoreError::WrongKind { .. } => PortError::new(PortErrorKind::Conflict, e.code(), e.to_string()),
+        e => PortError::new(PortErrorKind::Internal, e.code(), e.to_string()),
     }
 }
 
-fn render_error(e: arrow::error::ArrowError) -> StoreApiError {
-    StoreApiError::new(500, "internal", format!("cannot render the answer: {e}"))
+fn render_error(e: arrow::error::ArrowError) -> PortError {
+    PortError::internal(format!("cannot render the answer: {e}"))
 }
 
-fn query_error(e: QueryError) -> StoreApiError {
-    StoreApiError::new(e.status(), e.code(), e.to_string())
+fn query_error(e: QueryError) -> PortError {
+    PortError::new(e.kind(), e.code(), e.to_string())
 }
 
 #[async_trait]
 impl TimeSeriesStore for EmbeddedStore {
-    async fn query(&self, sql: &str, format: QueryFormat) -> Result<QueryAnswer, StoreApiError> {
+    async fn query(&self, sql: &str, format: QueryFormat) -> Result<QueryAnswer, PortError> {
         let started = Instant::now();
         self.ensure_job_tables();
         let out = self.engine.query(sql, self.sources()).await;
@@ -367,26 +367,30 @@ impl TimeSeriesStore for EmbeddedStore {
         crate::metrics::QUERY_SECONDS.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
         let out = out.map_err(query_error)?;
         let body = match format {
-            QueryFormat::Json => {
-                serde_json::to_vec(&out.to_json()).map_err(|e| StoreApiError::new(500, "internal", e.to_string()))?
-            }
+            QueryFormat::Json => serde_json::to_vec(&out.to_json()).map_err(|e| PortError::internal(e.to_string()))?,
             QueryFormat::Csv => out.to_csv().map_err(render_error)?,
             QueryFormat::ArrowIpc => out.to_arrow_ipc().map_err(render_error)?,
         };
         Ok(QueryAnswer { format, body, rows: out.num_rows(), truncated: out.truncated, elapsed: started.elapsed() })
     }
 
-    async fn tables(&self) -> Result<Vec<Value>, StoreApiError> {
+    async fn tables(&self) -> Result<Vec<Value>, PortError> {
         Ok(self.store.list().into_iter().filter_map(|i| serde_json::to_value(i).ok()).collect())
     }
 
-    async fn table(&self, name: &str) -> Result<Value, StoreApiError> {
-        let t = self.store.table(name).ok_or_else(|| StoreApiError::not_found(format!("table `{name}` not found")))?;
-        serde_json::to_value(t.info()).map_err(|e| StoreApiError::new(500, "internal", e.to_string()))
+    async fn table(&self, name: &str) -> Result<Value, PortError> {
+        let t = self
+            .store
+            .table(name)
+            .ok_or_else(|| PortError::not_found("table_not_found", format!("table `{name}` not found")))?;
+        serde_json::to_value(t.info()).map_err(|e| PortError::internal(e.to_string()))
     }
 
-    async fn set_retention(&self, name: &str, retention: Option<Duration>) -> Result<Value, StoreApiError> {
-        let t = self.store.table(name).ok_or_else(|| StoreApiError::not_found(format!("table `{name}` not found")))?;
+    async fn set_retention(&self, name: &str, retention: Option<Duration>) -> Result<Value, PortError> {
+        let t = self
+            .store
+            .table(name)
+            .ok_or_else(|| PortError::not_found("table_not_found", format!("table `{name}` not found")))?;
         let ms = retention.map(|r| r.as_millis().min(i64::MAX as u128) as i64);
         let t2 = t.clone();
         tokio::task::spawn_blocking(move || {
@@ -394,9 +398,9 @@ impl TimeSeriesStore for EmbeddedStore {
             t2.apply_retention(sluice_log::now_ms())
         })
         .await
-        .map_err(|e| StoreApiError::new(500, "internal", e.to_string()))?
+        .map_err(|e| PortError::internal(e.to_string()))?
         .map_err(api_error)?;
-        serde_json::to_value(t.info()).map_err(|e| StoreApiError::new(500, "internal", e.to_string()))
+        serde_json::to_value(t.info()).map_err(|e| PortError::internal(e.to_string()))
     }
 
     async fn job_results(
@@ -407,7 +411,7 @@ impl TimeSeriesStore for EmbeddedStore {
         to: Option<i64>,
         max_end: Option<i64>,
         limit: usize,
-    ) -> Result<Option<Vec<ResultRow>>, StoreApiError> {
+    ) -> Result<Option<Vec<ResultRow>>, PortError> {
         let limit = limit.min(self.engine.options().max_rows);
         let Some(table) = self.store.table(job) else { return Ok(None) };
         if table.kind() != TableKind::Results {

@@ -17,6 +17,7 @@ use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
+use sluice_sink::PortErrorKind;
 
 use crate::output::{QueryOutput, QueryStats};
 use crate::provider::{ScanCounters, SnapshotSource, SnapshotTable};
@@ -66,13 +67,12 @@ impl QueryError {
         }
     }
 
-    /// The HTTP status that fits.
-    pub fn status(&self) -> u16 {
+    pub fn kind(&self) -> PortErrorKind {
         match self {
-            QueryError::BadQuery { .. } => 400,
-            QueryError::Timeout { .. } => 408,
-            QueryError::ResourcesExhausted { .. } => 422,
-            QueryError::Internal(_) => 500,
+            QueryError::BadQuery { .. } => PortErrorKind::InvalidArgument,
+            QueryError::Timeout { .. } => PortErrorKind::Timeout,
+            QueryError::ResourcesExhausted { .. } => PortErrorKind::ResourceExhausted,
+            QueryError::Internal(_) => PortErrorKind::Internal,
         }
     }
 
@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(format_bytes(1000), "1000 bytes");
         assert_eq!(format_bytes(3 << 30), "3 GiB");
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(QueryError::Timeout { limit: Duration::ZERO }.status(), 408);
+        assert_eq!(QueryError::Timeout { limit: Duration::ZERO }.kind(), PortErrorKind::Timeout);
         assert_eq!(QueryError::ResourcesExhausted { limit: 1 }.code(), "resources_exhausted");
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use sluice_jobs::changelog::{self, ResultKind};
 use sluice_schema::reader::{ValueDecoder, ValueFormat, value_format};
 use sluice_sink::{SinkBatch, SinkError, SinkWriter, metrics};
 
@@ -101,18 +102,13 @@ impl SinkWriter for TableSink {
                     let names: Vec<&str> = key_names.iter().map(String::as_str).collect();
                     for part in &batch.parts {
                         for rec in &part.records {
-                            let kind = rec
-                                .headers
-                                .iter()
-                                .find(|(k, _)| k == sluice_jobs::RESULT_KIND_HEADER)
-                                .map(|(_, v)| v.as_ref());
-                            let row = match kind {
-                                Some(b"final") => Some(rec.value.as_ref()),
-                                Some(b"deleted") => None,
+                            let row = match ResultKind::of(rec) {
+                                Some(ResultKind::Final) => Some(rec.value.as_ref()),
+                                Some(ResultKind::Deleted) => None,
                                 _ => continue,
                             };
                             let Some((start, end, key)) =
-                                rec.key.as_deref().and_then(|k| sluice_jobs::changelog_identity(&names, k))
+                                rec.key.as_deref().and_then(|k| changelog::identity(&names, k))
                             else {
                                 continue;
                             };

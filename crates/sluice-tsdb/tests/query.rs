@@ -13,6 +13,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::json;
+use sluice_sink::PortErrorKind;
 use sluice_tsdb::output::QueryOutput;
 use sluice_tsdb::provider::SnapshotSource;
 use sluice_tsdb::query::{QueryEngine, QueryError, QueryOptions};
@@ -322,7 +323,7 @@ async fn bad_sql_and_writes_are_refused() {
     let err = engine.query("SELEC 1", vec![]).await.unwrap_err();
     assert!(matches!(err, QueryError::BadQuery { .. }), "{err:?}");
     assert!(err.to_string().contains("Line: 1, Column: 1"), "{err}");
-    assert_eq!((err.status(), err.code()), (400, "bad_query"));
+    assert_eq!((err.kind(), err.code()), (PortErrorKind::InvalidArgument, "bad_query"));
 
     let err = engine.query("SELECT nope FROM missing", vec![]).await.unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
@@ -375,7 +376,7 @@ async fn memory_limit_fails_the_query_and_the_next_one_works() {
         .unwrap_err();
     assert!(matches!(err, QueryError::ResourcesExhausted { .. }), "{err:?}");
     assert_eq!(err.to_string(), "query exceeded the 1 MiB memory limit");
-    assert_eq!(err.status(), 422);
+    assert_eq!(err.kind(), PortErrorKind::ResourceExhausted);
     let out = engine.query("SELECT count(*) AS n FROM generate_series(1, 1000)", vec![]).await.unwrap();
     assert_eq!(json(&out)["rows"][0]["n"], 1000);
 }
