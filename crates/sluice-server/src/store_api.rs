@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use sluice_sink::store::{QueryFormat, TimeSeriesStore};
+use sluice_sink::output::QueryOutput;
+use sluice_sink::store::TimeSeriesStore;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -27,6 +28,50 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/tables", get(list))
         .route("/v1/tables/{table}", get(describe))
         .route("/v1/tables/{table}/retention", put(set_retention))
+}
+
+/// How a query answer is rendered, picked from the `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryFormat {
+    /// `{"columns":[{"name","type"}],"rows":[{...}]}`
+    Json,
+    /// RFC 4180 with a header row.
+    Csv,
+    /// Arrow IPC stream format.
+    ArrowIpc,
+}
+
+impl QueryFormat {
+    fn content_type(self) -> &'static str {
+        match self {
+            QueryFormat::Json => "application/json",
+            QueryFormat::Csv => "text/csv; charset=utf-8",
+            QueryFormat::ArrowIpc => "application/vnd.apache.arrow.stream",
+        }
+    }
+
+    /// JSON unless CSV or Arrow is asked for.
+    fn from_accept(accept: &str) -> QueryFormat {
+        let accept = accept.to_ascii_lowercase();
+        if accept.contains("application/vnd.apache.arrow.stream") || accept.contains("application/vnd.apache.arrow") {
+            QueryFormat::ArrowIpc
+        } else if accept.contains("text/csv") {
+            QueryFormat::Csv
+        } else {
+            QueryFormat::Json
+        }
+    }
+
+    fn render(self, answer: &QueryOutput) -> ApiResult<Vec<u8>> {
+        let failed = |e: String| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot render the answer: {e}"))
+        };
+        match self {
+            QueryFormat::Json => serde_json::to_vec(&answer.to_json()).map_err(|e| failed(e.to_string())),
+            QueryFormat::Csv => answer.to_csv().map_err(|e| failed(e.to_string())),
+            QueryFormat::ArrowIpc => answer.to_arrow_ipc().map_err(|e| failed(e.to_string())),
+        }
+    }
 }
 
 pub(crate) fn store(state: &AppState) -> ApiResult<&Arc<dyn TimeSeriesStore>> {
@@ -71,11 +116,13 @@ async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Byt
     if let Some(tp) = headers.get(TRACEPARENT_HEADER).and_then(|v| TraceParent::parse(v.as_bytes())) {
         sluice_telemetry::trace::set_parent(&span, &tp);
     }
-    let answer = store(&state)?.query(&sql, format).instrument(span).await?;
-    let mut resp = ([(header::CONTENT_TYPE, format.content_type())], answer.body).into_response();
+    let started = std::time::Instant::now();
+    let answer = store(&state)?.query(&sql).instrument(span).await?;
+    let body = format.render(&answer)?;
+    let mut resp = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
     let h = resp.headers_mut();
-    h.insert("sluice-rows", answer.rows.into());
-    h.insert("sluice-elapsed-ms", (answer.elapsed.as_millis() as u64).into());
+    h.insert("sluice-rows", answer.num_rows().into());
+    h.insert("sluice-elapsed-ms", (started.elapsed().as_millis() as u64).into());
     if answer.truncated {
         h.insert("sluice-truncated", "true".parse().expect("valid header"));
     }

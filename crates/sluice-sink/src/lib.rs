@@ -8,13 +8,15 @@
 //! Backpressure is uniform: the runner reads the next batch only once the writer took the previous one, so a slow
 //! sink slows its own reads and nothing else (the log is the buffer).
 //!
-//! Ports: [`store::TimeSeriesStore`] is what the HTTP server needs from a time-series store (SQL queries, table
-//! administration, job results older than the hot path). The embedded adapter lives in `sluice-tsdb`, so the
+//! Ports: [`store::TimeSeriesStore`] is what the HTTP server needs from a time-series store (SQL queries answered
+//! as typed Arrow batches in an [`output::QueryOutput`], table administration, job results older than the hot
+//! path); [`output`] renders answers as JSON, CSV, Arrow IPC or a text table for whichever listener asks. The embedded adapter lives in `sluice-tsdb`, so the
 //! server and its tests never compile or link the query engine. [`search::SearchService`] is the search port;
 //! its embedded adapter (tantivy) lives in `sluice-search`. Both answer [`PortError`]s with a backend-neutral
 //! [`PortErrorKind`]; the server maps kinds to HTTP statuses.
 
 pub mod metrics;
+pub mod output;
 pub mod partitioning;
 mod port_error;
 pub mod runner;

@@ -1,7 +1,8 @@
 //! The time-series store port: what the HTTP server and the CLI need from the store, whichever adapter holds the
 //! data (embedded Parquet + DataFusion now; PostgreSQL/TimescaleDB later).
 //!
-//! Everything crossing the port is plain data (rendered bytes, JSON), so the server never links the query engine.
+//! Everything crossing the port is typed data (Arrow batches, rows as JSON maps) and [`PortError`]s, so the server
+//! never links the query engine and picks the wire format itself.
 
 use std::time::Duration;
 
@@ -9,56 +10,13 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::PortError;
-
-/// How a query answer is rendered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryFormat {
-    /// `{"columns":[{"name","type"}],"rows":[{...}]}`
-    Json,
-    /// RFC 4180 with a header row.
-    Csv,
-    /// Arrow IPC stream format.
-    ArrowIpc,
-}
-
-impl QueryFormat {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            QueryFormat::Json => "application/json",
-            QueryFormat::Csv => "text/csv; charset=utf-8",
-            QueryFormat::ArrowIpc => "application/vnd.apache.arrow.stream",
-        }
-    }
-
-    /// Picks a format from an `Accept` header; JSON unless CSV or Arrow is asked for.
-    pub fn from_accept(accept: &str) -> QueryFormat {
-        let accept = accept.to_ascii_lowercase();
-        if accept.contains("application/vnd.apache.arrow.stream") || accept.contains("application/vnd.apache.arrow") {
-            QueryFormat::ArrowIpc
-        } else if accept.contains("text/csv") {
-            QueryFormat::Csv
-        } else {
-            QueryFormat::Json
-        }
-    }
-}
-
-/// A rendered query answer.
-#[derive(Debug, Clone)]
-pub struct QueryAnswer {
-    pub format: QueryFormat,
-    pub body: Vec<u8>,
-    pub rows: usize,
-    /// True when the answer was cut at the configured row limit.
-    pub truncated: bool,
-    pub elapsed: Duration,
-}
+use crate::output::QueryOutput;
 
 /// The time-series store port.
 #[async_trait]
 pub trait TimeSeriesStore: Send + Sync + 'static {
-    /// Runs one read-only SQL query.
-    async fn query(&self, sql: &str, format: QueryFormat) -> Result<QueryAnswer, PortError>;
+    /// Runs one read-only SQL query; the answer is typed (Arrow batches), the caller renders it.
+    async fn query(&self, sql: &str) -> Result<QueryOutput, PortError>;
 
     /// Every table, as JSON objects (name, kind, columns, chunks, rows, bytes, retention...).
     async fn tables(&self) -> Result<Vec<Value>, PortError>;

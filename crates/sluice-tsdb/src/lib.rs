@@ -26,7 +26,6 @@ pub mod store;
 pub mod table;
 
 // Query layer.
-pub mod output;
 pub mod provider;
 pub mod query;
 pub mod udf;

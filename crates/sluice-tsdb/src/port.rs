@@ -15,7 +15,8 @@ use sluice_jobs::JobManager;
 use sluice_log::LogStore;
 use sluice_log::topics::{self, TopicRole};
 use sluice_schema::reader::ValueDecoder;
-use sluice_sink::store::{QueryAnswer, QueryFormat, ResultRow, TimeSeriesStore};
+use sluice_sink::output::QueryOutput;
+use sluice_sink::store::{ResultRow, TimeSeriesStore};
 use sluice_sink::{PortError, PortErrorKind, RunnerOptions, SinkHandle, SinkRunner};
 use sluice_stream::ValueKind;
 
@@ -349,29 +350,19 @@ fn api_error(e: StoreError) -> PortError {
     }
 }
 
-fn render_error(e: arrow::error::ArrowError) -> PortError {
-    PortError::internal(format!("cannot render the answer: {e}"))
-}
-
 fn query_error(e: QueryError) -> PortError {
     PortError::new(e.kind(), e.code(), e.to_string())
 }
 
 #[async_trait]
 impl TimeSeriesStore for EmbeddedStore {
-    async fn query(&self, sql: &str, format: QueryFormat) -> Result<QueryAnswer, PortError> {
+    async fn query(&self, sql: &str) -> Result<QueryOutput, PortError> {
         let started = Instant::now();
         self.ensure_job_tables();
         let out = self.engine.query(sql, self.sources()).await;
         let outcome = out.as_ref().map_or_else(|e| e.code(), |_| "ok");
         crate::metrics::QUERY_SECONDS.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
-        let out = out.map_err(query_error)?;
-        let body = match format {
-            QueryFormat::Json => serde_json::to_vec(&out.to_json()).map_err(|e| PortError::internal(e.to_string()))?,
-            QueryFormat::Csv => out.to_csv().map_err(render_error)?,
-            QueryFormat::ArrowIpc => out.to_arrow_ipc().map_err(render_error)?,
-        };
-        Ok(QueryAnswer { format, body, rows: out.num_rows(), truncated: out.truncated, elapsed: started.elapsed() })
+        out.map_err(query_error)
     }
 
     async fn tables(&self) -> Result<Vec<Value>, PortError> {
@@ -445,7 +436,7 @@ impl TimeSeriesStore for EmbeddedStore {
             .query(&sql, vec![(job.to_string(), Arc::new(TableSource(table)) as _)])
             .await
             .map_err(query_error)?;
-        let rows = crate::output::batches_to_json_rows(&out.batches, &[]);
+        let rows = sluice_sink::output::batches_to_json_rows(&out.batches, &[]);
         let mut result = Vec::with_capacity(rows.len());
         for mut r in rows {
             let (Some(ws), Some(we)) = (r.get("__ws").and_then(Value::as_i64), r.get("__we").and_then(Value::as_i64))

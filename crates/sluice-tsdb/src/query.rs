@@ -19,8 +19,8 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use sluice_sink::PortErrorKind;
 
-use crate::output::{QueryOutput, QueryStats};
 use crate::provider::{ScanCounters, SnapshotSource, SnapshotTable};
+use sluice_sink::output::{QueryOutput, QueryStats};
 
 /// Limits and sizing of a [`QueryEngine`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::json;
 use sluice_sink::PortErrorKind;
-use sluice_tsdb::output::QueryOutput;
+use sluice_sink::output::QueryOutput;
 use sluice_tsdb::provider::SnapshotSource;
 use sluice_tsdb::query::{QueryEngine, QueryError, QueryOptions};
 use sluice_tsdb::snapshot::{FileRef, TableSnapshot, time_type};

@@ -7,21 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, free_port, spawn_server_with_env, wait_ready};
+use common::TestServer;
 use serde_json::{Value, json};
 
-struct Server {
-    _dir: tempfile::TempDir,
-    _proc: KillOnDrop,
-    base: String,
-    http: reqwest::Client,
-    data: std::path::PathBuf,
-}
-
-async fn start(env: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+async fn start(env: &[(&str, &str)]) -> TestServer {
     let mut all = vec![
         ("SLUICE__ALERTS__EVAL_INTERVAL", "200ms"),
         ("SLUICE__ALERTS__WINDOW", "3s"),
@@ -31,15 +20,11 @@ async fn start(env: &[(&str, &str)]) -> Server {
         ("SLUICE__STREAM__CHECKPOINT_INTERVAL", "200ms"),
     ];
     all.extend_from_slice(env);
-    let proc = KillOnDrop(spawn_server_with_env(dir.path(), port, &all));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    wait_ready(&http, &base).await;
-    let data = dir.path().to_path_buf();
-    Server { _dir: dir, _proc: proc, base, http, data }
+    TestServer::start(&all).await
 }
 
-impl Server {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+impl TestServer {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
@@ -49,20 +34,14 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, v) = self.send(reqwest::Method::POST, path, Some(body)).await;
+    async fn post_ok(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.call(reqwest::Method::POST, path, Some(body)).await;
         assert!(status < 300, "POST {path}: {status} {v}");
         v
     }
 
-    async fn produce(&self, topic: &str, events: Vec<Value>) {
-        let n = events.len() as u64;
-        let v = self.post(&format!("/v1/topics/{topic}/events"), Value::Array(events)).await;
-        assert_eq!(v["accepted"].as_u64(), Some(n), "{v}");
-    }
-
     async fn alert(&self, name: &str) -> Value {
-        let (status, v) = self.send(reqwest::Method::GET, "/v1/alerts", None).await;
+        let (status, v) = self.call(reqwest::Method::GET, "/v1/alerts", None).await;
         assert_eq!(status, 200, "{v}");
         let alerts = v["alerts"].as_array().unwrap();
         assert_eq!(alerts.len(), 4, "exactly four alerts: {v}");
@@ -105,8 +84,8 @@ fn alert_line<'a>(screen: &'a str, name: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_cover_every_stage_and_pass_promtool() {
     let s = start(&[]).await;
-    s.post("/v1/topics", json!({"name": "http_requests", "partitions": 1})).await;
-    s.post(
+    s.post_ok("/v1/topics", json!({"name": "http_requests", "partitions": 1})).await;
+    s.post_ok(
         "/v1/jobs",
         json!({"sql": "CREATE JOB epm AS SELECT window_start, service, count(*) AS n FROM http_requests \
                        GROUP BY TUMBLE(event_time, INTERVAL '1' MINUTE), service"}),
@@ -116,8 +95,8 @@ async fn metrics_cover_every_stage_and_pass_promtool() {
     // The hot path answers (a hit) and a range before its cutoff goes to the store (a miss).
     let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
-        let (_, r) = s.send(reqwest::Method::GET, "/v1/jobs/epm/results/latest", None).await;
-        let _ = s.send(reqwest::Method::GET, "/v1/jobs/epm/results?from=2020-01-01T00:00:00Z", None).await;
+        let (_, r) = s.call(reqwest::Method::GET, "/v1/jobs/epm/results/latest", None).await;
+        let _ = s.call(reqwest::Method::GET, "/v1/jobs/epm/results?from=2020-01-01T00:00:00Z", None).await;
         let text = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
         let have = |m: &str| text.lines().any(|l| l.starts_with(m));
         let all = [
@@ -176,11 +155,12 @@ async fn metrics_cover_every_stage_and_pass_promtool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_alert_fires_for_a_stalled_job_and_clears_when_it_resumes() {
     let s = start(&[("SLUICE__ALERTS__LAG_RECORDS", "50")]).await;
-    s.post("/v1/topics", json!({"name": "requests", "partitions": 1})).await;
-    s.post("/v1/jobs", json!({"sql": "CREATE JOB copy AS INSERT INTO copied SELECT service, n FROM requests"})).await;
+    s.post_ok("/v1/topics", json!({"name": "requests", "partitions": 1})).await;
+    s.post_ok("/v1/jobs", json!({"sql": "CREATE JOB copy AS INSERT INTO copied SELECT service, n FROM requests"}))
+        .await;
     s.produce("requests", events(10, 0)).await;
     assert_eq!(s.wait_alert("consumer_lag", "ok", Duration::from_secs(10)).await["threshold"], 50.0);
-    s.post("/v1/jobs/copy/pause", json!({})).await;
+    s.post_ok("/v1/jobs/copy/pause", json!({})).await;
     s.produce("requests", events(200, 10)).await;
     let a = s.wait_alert("consumer_lag", "pending", Duration::from_secs(10)).await;
     assert_eq!(a["source"], "job/copy", "{a}");
@@ -189,7 +169,7 @@ async fn lag_alert_fires_for_a_stalled_job_and_clears_when_it_resumes() {
     let screen = s.status_screen();
     assert!(alert_line(&screen, "consumer_lag").contains("FIRING"), "{screen}");
     assert!(screen.contains("(job/copy)") && screen.contains("stopped"), "{screen}");
-    s.post("/v1/jobs/copy/resume", json!({})).await;
+    s.post_ok("/v1/jobs/copy/resume", json!({})).await;
     let a = s.wait_alert("consumer_lag", "ok", Duration::from_secs(20)).await;
     assert!(a["value"].as_f64().unwrap() < 50.0, "{a}");
     assert!(alert_line(&s.status_screen(), "consumer_lag").contains(" ok "));
@@ -199,7 +179,7 @@ async fn lag_alert_fires_for_a_stalled_job_and_clears_when_it_resumes() {
 async fn latency_alert_fires_for_a_slowed_sink_and_clears_when_it_is_idle() {
     // Every sink sleeps 700 ms before each write: end-to-end is at least that, over the 500 ms threshold.
     let s = start(&[("SLUICE_TEST_SINK_DELAY_MS", "700")]).await;
-    s.post("/v1/topics", json!({"name": "requests", "partitions": 1})).await;
+    s.post_ok("/v1/topics", json!({"name": "requests", "partitions": 1})).await;
     let started = Instant::now();
     let mut i = 0;
     let a = loop {
@@ -223,23 +203,23 @@ async fn latency_alert_fires_for_a_slowed_sink_and_clears_when_it_is_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_rate_alert_fires_for_poisoned_events_and_clears() {
     let s = start(&[]).await;
-    s.post("/v1/topics", json!({"name": "orders", "partitions": 1})).await;
+    s.post_ok("/v1/topics", json!({"name": "orders", "partitions": 1})).await;
     let sr = |schema: Value| json!({"schema": schema.to_string()});
     let v1 = json!({"type": "record", "name": "Order", "fields": [{"name": "id", "type": "long"}]});
-    s.post("/subjects/orders-value/versions", sr(v1)).await;
+    s.post_ok("/subjects/orders-value/versions", sr(v1)).await;
     let good = |from: i64, n: i64| (from..from + n).map(|i| json!({"value": {"id": i, "region": "eu"}})).collect();
     // Poisoned: written with version 1, which the next version cannot read.
     s.produce("orders", (100..110).map(|i| json!({"value": {"id": i}})).collect()).await;
     // v2 adds a field without a default (compatibility off): v1 events cannot be read as v2 any more.
-    let (st, v) = s.send(reqwest::Method::PUT, "/config/orders-value", Some(json!({"compatibility": "NONE"}))).await;
+    let (st, v) = s.call(reqwest::Method::PUT, "/config/orders-value", Some(json!({"compatibility": "NONE"}))).await;
     assert_eq!(st, 200, "{v}");
     let v2 = json!({"type": "record", "name": "Order", "fields": [
         {"name": "id", "type": "long"}, {"name": "region", "type": "string"}]});
-    s.post("/subjects/orders-value/versions", sr(v2)).await;
+    s.post_ok("/subjects/orders-value/versions", sr(v2)).await;
     s.produce("orders", good(0, 20)).await;
     s.wait_alert("error_rate", "ok", Duration::from_secs(10)).await;
     // A job reading the topic from the start decodes into the latest version: the v1 events fail.
-    s.post("/v1/jobs", json!({"sql": "CREATE JOB ids AS INSERT INTO order_ids SELECT id FROM orders"})).await;
+    s.post_ok("/v1/jobs", json!({"sql": "CREATE JOB ids AS INSERT INTO order_ids SELECT id FROM orders"})).await;
     let a = s.wait_alert("error_rate", "firing", Duration::from_secs(10)).await;
     assert!(a["value"].as_f64().unwrap() > 0.001, "{a}");
     let screen = s.status_screen();
@@ -291,10 +271,10 @@ async fn disk_alert_fires_when_the_filesystem_fills_past_the_threshold_and_clear
     // under it, with 512MiB of slack for whatever else writes to this filesystem meanwhile.
     let ratio = (used + FILE / 2) as f64 / (used + avail) as f64;
     let s = start(&[("SLUICE__ALERTS__DISK_USED_RATIO", &format!("{ratio:.9}"))]).await;
-    s.post("/v1/topics", json!({"name": "requests", "partitions": 1})).await;
+    s.post_ok("/v1/topics", json!({"name": "requests", "partitions": 1})).await;
     s.produce("requests", events(10, 0)).await;
     s.wait_alert("disk_usage", "ok", Duration::from_secs(10)).await;
-    let path = s.data.join("ballast");
+    let path = s.data().join("ballast");
     let file = std::fs::File::create(&path).unwrap();
     {
         use std::os::fd::AsRawFd;
@@ -323,7 +303,7 @@ async fn disk_alert_fires_when_the_filesystem_fills_past_the_threshold_and_clear
     // The data directory's size is measured too, by area (walked every second here).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, st) = s.send(reqwest::Method::GET, "/v1/status", None).await;
+        let (_, st) = s.call(reqwest::Method::GET, "/v1/status", None).await;
         if st["disk"]["areas"]["log"].as_u64().is_some_and(|b| b > 0) {
             break;
         }

@@ -7,58 +7,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, free_port, spawn_server_with_env, wait_ready};
+use common::{TestServer, free_port};
 use serde_json::{Value, json};
 
 const BASE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
-struct Server {
-    dir: tempfile::TempDir,
-    proc: KillOnDrop,
-    port: u16,
-    base: String,
-    http: reqwest::Client,
+async fn start(env: &[(&str, &str)]) -> TestServer {
+    TestServer::start(env).await
 }
 
-async fn start_in(dir: tempfile::TempDir, port: u16, env: &[(&str, &str)]) -> Server {
-    let base = format!("http://127.0.0.1:{port}");
-    let proc = KillOnDrop(spawn_server_with_env(dir.path(), port, env));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    wait_ready(&http, &base).await;
-    Server { dir, proc, port, base, http }
-}
-
-async fn start(env: &[(&str, &str)]) -> Server {
-    start_in(tempfile::tempdir().unwrap(), free_port(), env).await
-}
-
-impl Server {
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(&body)).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
-    }
-
+impl TestServer {
     async fn search(&self, params: &[(&str, &str)]) -> (u16, Value) {
         self.send(self.http.get(format!("{}/v1/search", self.base)).query(params)).await
-    }
-
-    async fn produce(&self, topic: &str, events: Vec<Value>) {
-        let (status, v) = self.post(&format!("/v1/topics/{topic}/events"), Value::Array(events.clone())).await;
-        assert!(status < 300, "produce: {status} {v}");
-        assert_eq!(v["accepted"].as_u64(), Some(events.len() as u64), "{v}");
     }
 
     /// Polls the index until `done` accepts its status.
@@ -221,7 +181,7 @@ async fn history_is_indexed_with_defaults_and_the_query_language_works_over_http
     assert_eq!(r.status().as_u16(), 204);
     let (st, _) = s.get("/v1/topics/app_logs/index").await;
     assert_eq!(st, 404);
-    assert!(!s.dir.path().join("search").join("app_logs").exists(), "index files removed");
+    assert!(!s.data().join("search").join("app_logs").exists(), "index files removed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,11 +283,8 @@ async fn avro_topics_get_defaults_from_their_schema_and_indexes_survive_restarts
     assert_eq!(v["total"], 10, "time field range: {v}");
 
     // Restart gracefully: the index and its definition are still there, and new events are indexed.
-    let Server { dir, proc, port, .. } = s;
-    let mut child = proc;
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let _ = child.0.wait();
-    let s = start_in(dir, port, &[]).await;
+    let (dir, port) = s.stop();
+    let s = TestServer::start_in(dir, port, &[]).await;
     let (st, v) = s.get("/v1/topics/orders/index").await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["documents"], 20, "{v}");
@@ -376,11 +333,7 @@ note = {{ type = "text" }}
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
-    let _proc = KillOnDrop(proc);
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    wait_ready(&http, &base).await;
-    let s = Server { dir, proc: KillOnDrop(std::process::Command::new("true").spawn().unwrap()), port, base, http };
+    let s = TestServer::attach(dir, port, proc).await;
     let (st, v) = s.get("/v1/topics/audit/index").await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["partition_ms"], 3_600_000, "{v}");

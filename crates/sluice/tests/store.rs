@@ -6,49 +6,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, free_port, spawn_server_with_env, wait_ready};
+use common::TestServer;
 use serde_json::{Value, json};
 
 const BASE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
-struct Server {
-    _dir: tempfile::TempDir,
-    _proc: KillOnDrop,
-    base: String,
-    http: reqwest::Client,
-    data: std::path::PathBuf,
-}
-
-async fn start(env: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+async fn start(env: &[(&str, &str)]) -> TestServer {
     let mut all = vec![("SLUICE__STORE__FLUSH_INTERVAL", "200ms")];
     all.extend_from_slice(env);
-    let proc = KillOnDrop(spawn_server_with_env(dir.path(), port, &all));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    wait_ready(&http, &base).await;
-    let data = dir.path().to_path_buf();
-    Server { _dir: dir, _proc: proc, base, http, data }
+    TestServer::start(&all).await
 }
 
-impl Server {
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn query(&self, sql: &str) -> (u16, Value) {
-        self.post("/v1/query", json!({ "sql": sql })).await
-    }
-
+impl TestServer {
     /// `POST /v1/query` asking for another format by `Accept`; the raw response.
     async fn query_as(&self, accept: &str, sql: &str) -> reqwest::Response {
         let req = self.http.post(format!("{}/v1/query", self.base)).header("accept", accept);
@@ -71,12 +40,6 @@ impl Server {
             assert!(Instant::now() < deadline, "{sql}: still {v}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    async fn produce(&self, topic: &str, events: Vec<Value>) {
-        let (status, v) = self.post(&format!("/v1/topics/{topic}/events"), Value::Array(events.clone())).await;
-        assert!(status < 300, "produce: {status} {v}");
-        assert_eq!(v["accepted"].as_u64(), Some(events.len() as u64), "{v}");
     }
 }
 
@@ -399,7 +362,7 @@ print(t.num_rows, pc.sum(t["latency_ms"]).as_py(), len(pc.unique(t["offset"])), 
 "#;
     let out = std::process::Command::new("python3")
         .args(["-c", script])
-        .arg(s.data.join("store").join("http_requests"))
+        .arg(s.data().join("store").join("http_requests"))
         .output()
         .expect("python3 runs");
     assert!(out.status.success(), "pyarrow failed: {}", String::from_utf8_lossy(&out.stderr));
