@@ -88,12 +88,24 @@ pub(crate) fn key(plan: &WindowedPlan, w: Window, key: &[Datum]) -> Bytes {
     let mut m = serde_json::Map::new();
     m.insert("window_start".into(), Datum::Time(w.start).to_json());
     m.insert("window_end".into(), Datum::Time(w.end).to_json());
-    for (i, ((name, _), d)) in plan.keys.iter().zip(key).enumerate() {
-        // Two keys with one name (`a.id, b.id`) must both stay in the identity.
-        let name = if m.contains_key(name) { format!("{name}_{i}") } else { name.clone() };
+    for (name, d) in key_fields(plan).into_iter().zip(key) {
         m.insert(name, d.to_json());
     }
     Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
+}
+
+/// The names of the group keys in a changelog key, in the plan's order: the plan's names, with the `i`-th made
+/// `{name}_{i}` where it repeats an earlier one or a window bound (`a.id, b.id` must both stay in the identity).
+/// Pass these to [`identity`].
+pub fn key_fields(plan: &WindowedPlan) -> Vec<String> {
+    let mut taken: std::collections::HashSet<String> = ["window_start", "window_end"].map(String::from).into();
+    let mut out = Vec::with_capacity(plan.keys.len());
+    for (i, (name, _)) in plan.keys.iter().enumerate() {
+        let name = if taken.contains(name) { format!("{name}_{i}") } else { name.clone() };
+        taken.insert(name.clone());
+        out.push(name);
+    }
+    out
 }
 
 /// The changelog record of one window and group key: its row (`None` for a deletion) as the value, stamped
@@ -152,5 +164,30 @@ mod tests {
             assert_eq!(identity(&["service"], r.key.as_deref().unwrap()), Some((60_000, 120_000, "a,b".into())));
             assert_eq!(&r.value[..] == b"null", kind == ResultKind::Deleted);
         }
+    }
+
+    #[test]
+    fn repeated_key_names_stay_apart() {
+        // Keys that are grouped by but not selected keep their column names: `id` twice.
+        let plan = match sluice_stream::sql::parse_job(
+            "CREATE JOB j AS SELECT window_start, count(*) AS n FROM t \
+             GROUP BY TUMBLE(event_time, INTERVAL '1' MINUTE), a.id, b.id",
+        )
+        .unwrap()
+        .body
+        {
+            sluice_stream::plan::PlanBody::Windowed(w) => w,
+            _ => unreachable!("a windowed job"),
+        };
+        let names = key_fields(&plan);
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_ne!(names[0], names[1], "{names:?}");
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let w = Window { start: 0, end: 60_000 };
+        let one = key(&plan, w, &[Datum::Int(1), Datum::Int(2)]);
+        let other = key(&plan, w, &[Datum::Int(2), Datum::Int(1)]);
+        let (_, _, one) = identity(&names, &one).unwrap();
+        let (_, _, other) = identity(&names, &other).unwrap();
+        assert_ne!(one, other, "two different keys keep two identities");
     }
 }

@@ -457,12 +457,13 @@ impl JobManager {
         Ok((j.hot.clone(), (wm != i64::MIN).then_some(wm)))
     }
 
-    /// The group key names of a windowed job (in key order), for readers of its changelog; `None` for an
+    /// The group key names of a windowed job as its changelog keys name them (in key order, see
+    /// [`crate::changelog::key_fields`]), for readers of its changelog; `None` for an
     /// unknown or stateless job.
     pub fn result_keys(&self, name: &str) -> Option<Vec<String>> {
         let jobs = self.jobs.lock();
         match &jobs.get(name)?.plan.body {
-            sluice_stream::plan::PlanBody::Windowed(w) => Some(w.keys.iter().map(|(n, _)| n.clone()).collect()),
+            sluice_stream::plan::PlanBody::Windowed(w) => Some(crate::changelog::key_fields(w)),
             _ => None,
         }
     }

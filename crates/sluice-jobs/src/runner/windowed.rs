@@ -179,7 +179,8 @@ pub(super) async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Resul
     let last = last_records(&*cfg.log, topic).await?;
     let Some(newest) = last.iter().flatten().map(|r| r.timestamp).max() else { return Ok(()) };
     let since = newest.saturating_sub(cfg.plan.options.hot_retention_ms.max(0));
-    let key_names: Vec<&str> = plan.keys.iter().map(|(n, _)| n.as_str()).collect();
+    let key_fields = changelog::key_fields(plan);
+    let key_names: Vec<&str> = key_fields.iter().map(String::as_str).collect();
     for p in 0..info.partitions {
         let mut from = cfg.log.offset_for_time(topic, p, since).await?;
         loop {
