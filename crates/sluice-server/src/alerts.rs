@@ -384,7 +384,7 @@ impl AlertEngine {
                 value: None,
                 threshold,
                 unit,
-                since: crate::routes::format_time(now),
+                since: crate::http::format_time(now),
                 for_seconds: cfg.for_.0.as_secs_f64(),
                 summary,
                 source: None,
@@ -470,7 +470,7 @@ impl AlertEngine {
                 }
                 st.state = next;
                 st.since_ms = now;
-                st.since = crate::routes::format_time(now);
+                st.since = crate::http::format_time(now);
             }
             ALERT_STATE.with_label_values(&[st.name]).set(match st.state {
                 "firing" => 2,

@@ -15,7 +15,7 @@ use sluice_stream::datum::Datum;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::routes::read_body;
+use crate::http::read_body;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -168,7 +168,7 @@ struct ResultsQuery {
 
 fn parse_time(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
     let Some(v) = v else { return Ok(None) };
-    crate::routes::parse_time(v).map(Some).ok_or_else(|| {
+    crate::http::parse_time(v).map(Some).ok_or_else(|| {
         ApiError::bad_request("invalid_request", format!("`{name}` {v:?} is not epoch milliseconds or RFC 3339"))
     })
 }

@@ -8,9 +8,11 @@
 
 pub mod alerts;
 pub mod error;
+mod http;
 pub mod ingest;
 mod jobs_api;
 mod metrics;
+mod produce;
 mod rest_proxy;
 mod routes;
 mod schema_api;

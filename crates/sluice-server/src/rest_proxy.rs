@@ -15,7 +15,8 @@ use sluice_log::Record;
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::routes::{append_events, read_body, resolve_topic};
+use crate::http::read_body;
+use crate::produce::{append_events, ensure_not_internal, resolve_topic};
 use crate::schemas::{Binding, SchemaPick};
 use crate::{AppState, ingest, metrics};
 
@@ -103,7 +104,7 @@ pub(crate) async fn produce(
             .into());
         }
     };
-    crate::routes::ensure_not_internal(&topic)?;
+    ensure_not_internal(&topic)?;
     let limits = &state.limits;
     let _budget = state.reserve_body(&headers).await;
     let body = read_body(&headers, body, limits.max_body_bytes.0).await?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
@@ -17,12 +17,14 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
-use sluice_log::{LogError, LogStore, Record, TopicInfo, TopicSpec, partitioner};
+use sluice_log::TopicSpec;
 use sluice_schema::reader::{DecodeFailure, Decoded, value_subject};
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
 use crate::error::ApiError;
+use crate::http::{format_time, parse_time, read_body};
+use crate::produce::{append_events, ensure_not_internal, resolve_topic};
 use crate::schemas::SchemaPick;
 use crate::{AppState, ingest, jobs_api, metrics, rest_proxy, schema_api, search_api, store_api};
 
@@ -116,122 +118,6 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
 }
 
-/// Reads a request body of at most `limit` bytes without ever buffering more than that.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> ApiResult<Bytes> {
-    let too_large = |size: Option<u64>| {
-        let size = size.map_or_else(|| "over".to_string(), |s| format!("{s} bytes,"));
-        ApiError::payload_too_large(
-            "body_too_large",
-            format!("request body is {size} over the limit of {limit} bytes (limits.max_body_bytes)"),
-        )
-    };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    if let Some(len) = declared
-        && len > limit
-    {
-        return Err(too_large(Some(len)));
-    }
-    let limited = http_body_util::Limited::new(body, limit as usize);
-    match http_body_util::BodyExt::collect(limited).await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(None)),
-        Err(e) => Err(ApiError::bad_request("body_unreadable", format!("could not read the request body: {e}"))),
-    }
-}
-
-/// The topic, created on first use when `log.auto_create_topics` is set.
-pub(crate) async fn resolve_topic(state: &AppState, topic: &str) -> ApiResult<TopicInfo> {
-    let log = state.log()?;
-    match log.topic(topic).await {
-        Ok(info) => Ok(info),
-        Err(LogError::TopicNotFound(_)) if state.auto_create_topics => {
-            match log.create_topic(TopicSpec::new(topic, state.default_partitions)).await {
-                Ok(info) => Ok(info),
-                Err(LogError::TopicExists(_)) => Ok(log.topic(topic).await?),
-                Err(e) => Err(e.into()),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Where each event of a request ended up.
-pub(crate) struct Outcome {
-    pub results: Vec<Result<(u32, u64), ApiError>>,
-    /// The first storage failure, which decides the response status.
-    pub storage_error: Option<ApiError>,
-}
-
-/// Partitions the accepted events (explicit partition, else Kafka's murmur2 of the key, else round-robin),
-/// appends each partition's share as one batch, all partitions concurrently, and waits until all are durable.
-pub(crate) async fn append_events(
-    state: &AppState,
-    info: &TopicInfo,
-    items: Vec<Result<(Record, Option<u32>), ApiError>>,
-) -> ApiResult<Outcome> {
-    let log = state.log()?;
-    let n = info.partitions;
-    let keyless = items.iter().filter(|i| matches!(i, Ok((r, None)) if r.key.is_none())).count() as u64;
-    let mut rr = state.next_round_robin(keyless);
-    let mut groups: Vec<(Vec<usize>, Vec<Record>)> = (0..n).map(|_| (Vec::new(), Vec::new())).collect();
-    // `None` until the event's partition has answered.
-    let mut results: Vec<Option<Result<(u32, u64), ApiError>>> = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        match item {
-            Err(e) => results.push(Some(Err(e))),
-            Ok((record, partition)) => {
-                let p = match (partition, &record.key) {
-                    (Some(p), _) if p >= n => {
-                        results.push(Some(Err(ApiError::not_found(
-                            "partition_not_found",
-                            format!("event {i}: partition {p} not found: topic `{}` has {n} partitions", info.name),
-                        ))));
-                        continue;
-                    }
-                    (Some(p), _) => p,
-                    (None, Some(k)) => partitioner::partition_for_key(k, n),
-                    (None, None) => {
-                        rr += 1;
-                        ((rr - 1) % n as u64) as u32
-                    }
-                };
-                results.push(None);
-                groups[p as usize].0.push(i);
-                groups[p as usize].1.push(record);
-            }
-        }
-    }
-    let appends = groups.into_iter().enumerate().filter(|(_, (idx, _))| !idx.is_empty()).map(|(p, (idx, recs))| {
-        let log: &Arc<dyn LogStore> = log;
-        let span = tracing::info_span!("log.append", topic = %info.name, partition = p, records = recs.len());
-        async move { (p as u32, idx, log.append(&info.name, p as u32, recs).await) }.instrument(span)
-    });
-    let mut storage_error = None;
-    let mut accepted = 0u64;
-    for (p, idx, result) in futures::future::join_all(appends).await {
-        match result {
-            Ok(ack) => {
-                accepted += idx.len() as u64;
-                for (k, i) in idx.into_iter().enumerate() {
-                    results[i] = Some(Ok((p, ack.base_offset + k as u64)));
-                }
-            }
-            Err(e) => {
-                metrics::INGEST_REJECTED.with_label_values(&[info.name.as_str(), e.code()]).inc_by(idx.len() as u64);
-                sluice_telemetry::record_error("ingest", e.code(), idx.len() as u64, &info.name, &e);
-                let err = ApiError::from(e);
-                for i in idx {
-                    results[i] = Some(Err(err.clone()));
-                }
-                storage_error.get_or_insert(err);
-            }
-        }
-    }
-    metrics::INGEST_EVENTS.with_label_values(&[&info.name]).inc_by(accepted);
-    let results = results.into_iter().map(|r| r.expect("every accepted event was in one partition's batch")).collect();
-    Ok(Outcome { results, storage_error })
-}
-
 async fn produce(
     State(state): State<Arc<AppState>>,
     Path(topic): Path<String>,
@@ -266,18 +152,6 @@ struct ProduceQuery {
     schema_version: Option<u32>,
     /// Encode with this registered schema id.
     schema_id: Option<u32>,
-}
-
-/// Internal topics (`_schemas`, ...) are written by Sluice only.
-pub(crate) fn ensure_not_internal(topic: &str) -> ApiResult<()> {
-    if topic.starts_with('_') {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "internal_topic",
-            format!("topic `{topic}` is internal to sluice and cannot be written or deleted over the API"),
-        ));
-    }
-    Ok(())
 }
 
 async fn produce_inner(
@@ -423,17 +297,6 @@ struct ReadOut<'a> {
 
 /// Most JSON one read returns (beyond the first event).
 const READ_JSON_BUDGET: usize = 16 << 20;
-
-/// Parses RFC 3339 text or epoch milliseconds.
-pub(crate) fn parse_time(s: &str) -> Option<i64> {
-    s.parse::<i64>().ok().or_else(|| chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis()))
-}
-
-pub(crate) fn format_time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
-}
 
 async fn read_events(State(state): State<Arc<AppState>>, Path(topic): Path<String>, uri: Uri) -> ApiResult<Response> {
     let q: ReadQuery =

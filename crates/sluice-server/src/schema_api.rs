@@ -19,7 +19,7 @@ use sluice_schema::{CompatibilityLevel, Registry, SchemaError, SubjectVersion, V
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::routes::read_body;
+use crate::http::read_body;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 

@@ -59,7 +59,7 @@ fn parse_bound(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
     } else if let Some(ago) = v.strip_prefix("now-") {
         humantime::parse_duration(ago).ok().map(|d| now.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))
     } else {
-        crate::routes::parse_time(v)
+        crate::http::parse_time(v)
     };
     parsed.map(Some).ok_or_else(|| {
         ApiError::bad_request(

@@ -169,7 +169,7 @@ fn compute(latest: &Sample, before: Option<&Sample>, alerts: Vec<AlertState>, di
     let slowest = stages.first().map(|s| s.stage.clone());
     let backpressure_active = jobs.iter().any(|j| j.backpressure_active);
     json!({
-        "at": crate::routes::format_time(latest.at_ms),
+        "at": crate::http::format_time(latest.at_ms),
         "rate_span_seconds": secs,
         "topics": topics,
         "jobs": jobs,
