@@ -3,7 +3,8 @@
 //!
 //! Main items: [`start`] opens the data directory and serves a [`Config`], returning a [`RunningServer`];
 //! [`AppState`] is what handlers share; [`router`] builds the routes; [`ApiError`] is the JSON error shape
-//! (`{"error":{"code","message"}}`). Ingest parsing and limits live in [`ingest`]. The Confluent Schema Registry
+//! (`{"error":{"code","message"}}`). Ingest parsing and limits live in [`ingest`]; the produce path every listener
+//! shares (topic resolution, durable partitioned append) in `produce`. The Confluent Schema Registry
 //! API (`/subjects`, `/schemas`, `/config`, `/compatibility`) serves [`sluice_schema::Registry`] from `schema_api`.
 
 pub mod alerts;
