@@ -52,10 +52,11 @@ pub enum TopicRole<'a> {
 
 /// The role of `topic`.
 pub fn role(topic: &str) -> TopicRole<'_> {
-    if topic.starts_with('_') {
-        TopicRole::Internal
-    } else if let Some(of) = topic.strip_suffix(DLQ_SUFFIX) {
+    // Dead letters first: those of an internal topic are dead letters too, never sent on again.
+    if let Some(of) = topic.strip_suffix(DLQ_SUFFIX) {
         TopicRole::DeadLetters { of }
+    } else if topic.starts_with('_') {
+        TopicRole::Internal
     } else if let Some(job) = topic.strip_suffix(RESULTS_SUFFIX) {
         TopicRole::Results { job }
     } else {
@@ -72,6 +73,7 @@ mod tests {
         assert_eq!(role(SCHEMAS), TopicRole::Internal);
         assert_eq!(role(&results("errors_per_minute")), TopicRole::Results { job: "errors_per_minute" });
         assert_eq!(role(&dead_letters("app.logs")), TopicRole::DeadLetters { of: "app.logs" });
+        assert_eq!(role(&dead_letters(SCHEMAS)), TopicRole::DeadLetters { of: SCHEMAS });
         assert_eq!(role(&output("clean")), TopicRole::Events);
         assert_eq!(role(&late("clean")), TopicRole::Events);
         assert_eq!(role("app.logs"), TopicRole::Events);

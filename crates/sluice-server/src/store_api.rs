@@ -53,7 +53,7 @@ impl QueryFormat {
     /// JSON unless CSV or Arrow is asked for.
     fn from_accept(accept: &str) -> QueryFormat {
         let accept = accept.to_ascii_lowercase();
-        if accept.contains("application/vnd.apache.arrow.stream") || accept.contains("application/vnd.apache.arrow") {
+        if accept.contains("application/vnd.apache.arrow") {
             QueryFormat::ArrowIpc
         } else if accept.contains("text/csv") {
             QueryFormat::Csv
