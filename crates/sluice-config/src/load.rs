@@ -60,6 +60,16 @@ impl Config {
         if let Some(i) = s.indexes.iter().find(|i| i.topic.is_empty()) {
             return bad("search.indexes", format!("an index definition has no topic ({} fields)", i.fields.len()));
         }
+        let h = &self.hot;
+        if h.backend == HotBackend::Redis && !(h.url.starts_with("redis://") || h.url.starts_with("unix://")) {
+            return bad("hot.url", format!("`{}` is not a redis:// url", h.url));
+        }
+        if h.ttl.0 < Duration::from_secs(1) || h.timeout.0.is_zero() {
+            return bad("hot", "ttl must be at least 1s and timeout greater than 0".into());
+        }
+        if h.prefix.is_empty() || h.prefix.contains(['{', '}']) {
+            return bad("hot.prefix", format!("`{}` must be non-empty without braces", h.prefix));
+        }
         let t = &self.tracing;
         if !(0.0..=1.0).contains(&t.sample_ratio) {
             return bad("tracing.sample_ratio", format!("{} is not between 0 and 1", t.sample_ratio));

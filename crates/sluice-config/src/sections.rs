@@ -40,6 +40,43 @@ pub struct Config {
     pub search: SearchConfig,
     /// Distributed tracing: OpenTelemetry OTLP export and sampling of new traces at ingest.
     pub tracing: TracingConfig,
+    /// Where windowed jobs keep their newest results for `GET /v1/jobs/{job}/results`.
+    pub hot: HotConfig,
+}
+
+/// `[hot]`: the hot results of every windowed job, in this process (`memory`) or in Redis (`redis`), where every
+/// instance reads them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotConfig {
+    pub backend: HotBackend,
+    /// For `redis`: `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub prefix: String,
+    /// A job's keys expire this long after its last write (a job dropped while no instance ran leaves nothing).
+    pub ttl: HumanDuration,
+    /// Longest wait for one Redis command.
+    pub timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HotBackend {
+    Memory,
+    Redis,
+}
+
+impl Default for HotConfig {
+    fn default() -> Self {
+        HotConfig {
+            backend: HotBackend::Memory,
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "sluice".into(),
+            ttl: HumanDuration(Duration::from_secs(24 * 3600)),
+            timeout: HumanDuration(Duration::from_secs(2)),
+        }
+    }
 }
 
 /// `[tracing]`: spans of every stage exported over OTLP/HTTP (protobuf), off unless `otlp_endpoint` is set.
@@ -394,6 +431,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             search: SearchConfig::default(),
             tracing: TracingConfig::default(),
+            hot: HotConfig::default(),
         }
     }
 }

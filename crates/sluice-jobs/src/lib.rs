@@ -8,20 +8,20 @@
 //! - [`runner`]: one running job (source tasks -> keyed state shards -> hot results + results writer), its
 //!   checkpoints and its exactly-once rules; [`JobStats`] are its live numbers.
 //! - [`changelog`]: the format of a windowed job's `{job}.results` topic, which the store and the hot results read.
-//! - [`HotResults`]: the last N minutes of a job's results, served from memory.
+//! - Hot results: each windowed job writes its changed rows to a [`sluice_hot::HotResults`] from the
+//!   [`sluice_hot::HotStore`] in [`ManagerOptions`], and refills it from its changelog after a (re)start or a loss.
 //! - [`CheckpointStore`]: atomic, checksummed checkpoint files with fallback to the previous good one.
 //! - [`JobError`]: every failure, with a stable [`JobError::code`].
 
 pub mod changelog;
 pub mod checkpoint;
 mod error;
-pub mod hot;
 mod manager;
 mod metrics;
 pub mod runner;
 
 pub use checkpoint::CheckpointStore;
 pub use error::JobError;
-pub use hot::{HotResults, ResultRow};
 pub use manager::{JobDefinition, JobManager, JobStatus, LatencySummary, ManagerOptions, ReplayFrom};
 pub use runner::{JobStats, StartPosition};
+pub use sluice_hot::{HotResults, HotStore, ResultRow};

@@ -21,9 +21,9 @@ use tokio::sync::watch;
 
 use crate::checkpoint::CheckpointStore;
 use crate::error::JobError;
-use crate::hot::HotResults;
 use crate::metrics;
 use crate::runner::{self, CheckpointInfo, JobStats, PartitionProgress, RunnerConfig, StartPosition};
+use sluice_hot::{HotResults, HotStore};
 
 /// Settings shared by every job.
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub struct ManagerOptions {
     pub snapshot_chunk: usize,
     /// Estimated keyed window state of all jobs together; a job that takes it over fails with an error.
     pub state_memory: u64,
+    /// Where every windowed job's hot results live (in process unless the composition root picks another).
+    pub hot: Arc<dyn HotStore>,
 }
 
 impl ManagerOptions {
@@ -50,6 +52,7 @@ impl ManagerOptions {
             keep_checkpoints: 3,
             snapshot_chunk: runner::SNAPSHOT_CHUNK,
             state_memory: 128 << 20,
+            hot: Arc::new(sluice_hot::memory::MemoryHotStore::new()),
         }
     }
 }
@@ -134,7 +137,7 @@ enum RunState {
 struct JobHandle {
     def: Mutex<JobDefinition>,
     plan: Arc<JobPlan>,
-    hot: Arc<HotResults>,
+    hot: Arc<dyn HotResults>,
     stats: Arc<JobStats>,
     state: Arc<Mutex<RunState>>,
     checkpoints: Arc<CheckpointStore>,
@@ -211,7 +214,11 @@ impl JobManager {
         let plan = compile(&def)?;
         let dir = self.opts.root.join(&def.name);
         let checkpoints = Arc::new(CheckpointStore::open(dir.join("checkpoints"), self.opts.keep_checkpoints)?);
-        let hot = Arc::new(HotResults::new(plan.options.hot_retention_ms));
+        // Stateless jobs write rows to a topic, not results: nothing to share.
+        let hot: Arc<dyn HotResults> = match plan.body {
+            PlanBody::Stateless(_) => Arc::new(sluice_hot::memory::MemoryHot::new(0)),
+            _ => self.opts.hot.open(&def.name, plan.options.hot_retention_ms),
+        };
         Ok(Arc::new(JobHandle {
             def: Mutex::new(def),
             plan: Arc::new(plan),
@@ -444,8 +451,13 @@ impl JobManager {
         self.jobs.lock().get(name).cloned().ok_or_else(|| JobError::NotFound { name: name.to_string() })
     }
 
+    /// Where every job's hot results live, for readers of jobs another instance runs.
+    pub fn hot_store(&self) -> &Arc<dyn HotStore> {
+        &self.opts.hot
+    }
+
     /// The hot results of a windowed job.
-    pub fn results(&self, name: &str) -> Result<(Arc<HotResults>, Option<i64>), JobError> {
+    pub fn results(&self, name: &str) -> Result<(Arc<dyn HotResults>, Option<i64>), JobError> {
         let j = self.get(name)?;
         if matches!(j.plan.body, PlanBody::Stateless(_)) {
             return Err(JobError::Invalid(format!(
@@ -530,6 +542,9 @@ impl JobManager {
         std::fs::remove_dir_all(&j.dir).map_err(|e| JobError::io(&j.dir, e))?;
         self.jobs.lock().remove(name);
         metrics::forget(name);
+        if let Err(e) = self.opts.hot.forget(name).await {
+            tracing::warn!(job = name, error = %e, "the dropped job's hot results stay until they expire");
+        }
         Ok(())
     }
 
@@ -559,7 +574,7 @@ impl JobManager {
         let _op = self.ops.lock().await;
         self.stop_runner(&j).await;
         j.checkpoints.clear()?;
-        j.hot.clear();
+        j.hot.clear().await;
         j.stats.latency_us.lock().reset();
         j.stats.records_in.store(0, Ordering::Relaxed);
         j.stats.partitions.lock().clear();

@@ -12,6 +12,16 @@ pub(crate) static RECORDS_IN: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
+pub(crate) static HOT_REFILLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_job_hot_refills_total",
+        "Times a job refilled its hot results from its changelog after the backend lost them (Redis restarted empty \
+         or was unreachable).",
+        &["job"]
+    )
+    .expect("metric registers once")
+});
+
 pub(crate) static RECORDS_FILTERED_OUT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("sluice_job_records_filtered_total", "Records a job's WHERE clause dropped.", &["job"])
         .expect("metric registers once")
@@ -165,7 +175,15 @@ pub(crate) static CHECKPOINT_AGE: LazyLock<GaugeVec> = LazyLock::new(|| {
 
 /// Drops every series of a dropped job, so `/metrics` does not report ghosts.
 pub(crate) fn forget(job: &str) {
-    for c in [&*RECORDS_IN, &*RECORDS_FILTERED_OUT, &*LATE_EVENTS, &*DECODE_ERRORS, &*RESTARTS, &*CHECKPOINT_FAILURES] {
+    for c in [
+        &*RECORDS_IN,
+        &*RECORDS_FILTERED_OUT,
+        &*LATE_EVENTS,
+        &*DECODE_ERRORS,
+        &*RESTARTS,
+        &*CHECKPOINT_FAILURES,
+        &*HOT_REFILLS,
+    ] {
         let _ = c.remove_label_values(&[job]);
     }
     for kind in ["partial", "final", "deleted", "row"] {

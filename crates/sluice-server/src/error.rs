@@ -61,6 +61,18 @@ fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// Hot-results errors: the backend (Redis) is down or slow.
+impl From<sluice_hot::HotError> for ApiError {
+    fn from(e: sluice_hot::HotError) -> Self {
+        let status = match e.kind() {
+            sluice_hot::HotErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            sluice_hot::HotErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            sluice_hot::HotErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
 /// Store and search errors: the status from the port's backend-neutral kind.
 impl From<PortError> for ApiError {
     fn from(e: PortError) -> Self {

@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use sluice_hot::HotReader;
 use sluice_jobs::{JobError, JobManager, ReplayFrom};
 use sluice_stream::datum::Datum;
 
@@ -193,6 +194,20 @@ fn rows_response(rows: &[Arc<serde_json::Map<String, serde_json::Value>>], wm: O
     ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A job's hot results and watermark: of a job this instance runs, or (with a shared backend such as Redis) of one
+/// another instance runs.
+async fn hot_results(state: &AppState, job: &str) -> ApiResult<(Arc<dyn HotReader>, Option<i64>)> {
+    let jobs = jobs(state)?;
+    match jobs.results(job) {
+        Ok((hot, wm)) => Ok((hot, wm)),
+        Err(e @ JobError::NotFound { .. }) => match jobs.hot_store().find(job).await? {
+            Some(reader) => Ok((reader, None)),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn results(
     State(state): State<Arc<AppState>>,
     Path(job): Path<String>,
@@ -204,11 +219,12 @@ async fn results(
     if limit == 0 || limit > MAX_RESULT_ROWS {
         return Err(ApiError::bad_request("invalid_request", format!("`limit` must be 1..={MAX_RESULT_ROWS}")));
     }
-    let (hot, wm) = jobs(&state)?.results(&job)?;
+    let (hot, wm) = hot_results(&state, &job).await?;
     // The hot path answers for windows ending after its eviction cutoff, the store for those ending at or before
     // it: one cutoff read with the hot rows splits the range without a gap or an overlap (as long as the store's
     // sink keeps up; its buffered rows are visible to queries).
-    let (cutoff, recent) = hot.query_recent(q.key.as_deref(), from, to, limit);
+    let answer = hot.recent(q.key.as_deref(), from, to, limit).await?;
+    let (cutoff, recent, wm) = (answer.cutoff, answer.rows, wm.or(answer.watermark));
     let mut rows = Vec::with_capacity(recent.len());
     let mut result = "hit";
     if let Some(store) = state.store()
@@ -235,8 +251,8 @@ async fn latest(
     Path(job): Path<String>,
     Query(q): Query<LatestQuery>,
 ) -> ApiResult<Response> {
-    let (hot, wm) = jobs(&state)?.results(&job)?;
-    let rows = hot.latest(q.key.as_deref());
+    let (hot, wm) = hot_results(&state, &job).await?;
+    let answer = hot.latest(q.key.as_deref()).await?;
     crate::metrics::CACHE_REQUESTS.with_label_values(&["job_results", "hit"]).inc();
-    Ok(rows_response(&rows, wm))
+    Ok(rows_response(&answer.rows, wm.or(answer.watermark)))
 }

@@ -382,6 +382,26 @@ async fn open_embedded_log(
     Ok(log)
 }
 
+/// The hot-results adapter the config names.
+async fn open_hot_store(config: &sluice_config::HotConfig) -> Result<Arc<dyn sluice_hot::HotStore>, ServerError> {
+    Ok(match config.backend {
+        sluice_config::HotBackend::Memory => Arc::new(sluice_hot::memory::MemoryHotStore::new()),
+        sluice_config::HotBackend::Redis => {
+            let opts = sluice_hot::redis::RedisOptions {
+                url: config.url.clone(),
+                prefix: config.prefix.clone(),
+                ttl: config.ttl.0,
+                timeout: config.timeout.0,
+            };
+            let store = sluice_hot::redis::RedisHotStore::connect(opts)
+                .await
+                .map_err(|e| ServerError::Config(format!("[hot] backend = \"redis\": {e}")))?;
+            tracing::info!(prefix = %config.prefix, "hot results in redis");
+            Arc::new(store)
+        }
+    })
+}
+
 /// Starts everything that reads the log (the schema registry, jobs, the store and search sinks), then reports
 /// ready. Holds the log only as the port, whichever adapter it is.
 async fn start_consumers(
@@ -402,6 +422,7 @@ async fn start_consumers(
     opts.checkpoint_interval = config.stream.checkpoint_interval.0;
     opts.keep_checkpoints = config.stream.keep_checkpoints;
     opts.state_memory = config.stream.state_memory.0;
+    opts.hot = open_hot_store(&config.hot).await?;
     let decoder = Arc::new(sluice_schema::reader::ValueDecoder::new(schemas));
     let jobs = sluice_jobs::JobManager::open(opts, shared.clone(), decoder.clone())
         .await

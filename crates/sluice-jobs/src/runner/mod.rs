@@ -50,8 +50,8 @@ use tracing::Instrument;
 use crate::changelog::{self, ResultKind, key_text};
 use crate::checkpoint::CheckpointStore;
 use crate::error::JobError;
-use crate::hot::{HotResults, ResultRow};
 use crate::metrics;
+use sluice_hot::{HotBatch, HotResults, ResultRow, Row};
 
 mod shard;
 mod source;
@@ -209,7 +209,7 @@ pub(crate) struct RunnerConfig {
     pub run_id: String,
     pub log: Arc<dyn LogStore>,
     pub decoder: Arc<ValueDecoder>,
-    pub hot: Arc<HotResults>,
+    pub hot: Arc<dyn HotResults>,
     pub checkpoints: Arc<CheckpointStore>,
     pub checkpoint_interval: Duration,
     /// Entries per incremental snapshot step.

@@ -87,6 +87,8 @@ pub(super) struct Shard {
     /// ... and from the hot results.
     hot_removed: Vec<(Window, Key)>,
     pending_ingest: Vec<(i64, u32)>,
+    /// The watermark last written with the hot results.
+    hot_watermark: Option<i64>,
     snap: Option<SnapInProgress>,
     /// `entries` as last added to the job's stats (and to the state budget).
     reported_entries: u64,
@@ -130,6 +132,7 @@ impl Shard {
             hot_removed: Vec::new(),
             removed: Vec::new(),
             pending_ingest: Vec::new(),
+            hot_watermark: None,
             snap: None,
             reported_entries: 0,
             entry_bytes: eb,
@@ -172,7 +175,7 @@ impl Shard {
         let mut tick = tokio::time::interval(buffer_timeout);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Restored rows go back to the hot results at once.
-        self.emit_hot();
+        self.emit_hot().await;
         loop {
             tokio::select! {
                 m = rx.recv() => {
@@ -400,10 +403,8 @@ impl Shard {
     }
 
     /// Upserts every changed row into the hot results and records the end-to-end latency.
-    fn emit_hot(&mut self) {
-        for (w, key) in self.hot_removed.drain(..) {
-            self.cfg.hot.remove(w.start, w.end, &key_text(&key));
-        }
+    async fn emit_hot(&mut self) {
+        let mut removes: Vec<_> = self.hot_removed.drain(..).map(|(w, key)| (w.start, w.end, key_text(&key))).collect();
         let mut rows = Vec::with_capacity(self.hot_dirty.len());
         for (b, key) in self.hot_dirty.drain() {
             let Some(e) = self.windows.get(&b).and_then(|m| m.get(&key)) else { continue };
@@ -416,11 +417,15 @@ impl Shard {
                     row: Arc::new(map),
                 });
             } else {
-                self.cfg.hot.remove(w.start, w.end, &key_text(&key));
+                removes.push((w.start, w.end, key_text(&key)));
             }
         }
-        if !rows.is_empty() {
-            self.cfg.hot.upsert(rows);
+        // Shard 0 publishes the job's watermark (see `advance_watermark`), for readers on other instances.
+        let watermark = self.watermark.filter(|w| self.id == 0 && self.hot_watermark != Some(*w));
+        let batch = HotBatch { removes, upserts: rows, watermark };
+        if !batch.is_empty() {
+            self.hot_watermark = self.hot_watermark.max(watermark);
+            self.cfg.hot.write(batch).await;
         }
         if !self.pending_ingest.is_empty() {
             let now = now_ms();
@@ -437,7 +442,7 @@ impl Shard {
     async fn after_batch(&mut self, writer: &mpsc::Sender<WriterMsg>, force: bool) -> Result<(), JobError> {
         self.advance_watermark();
         self.mark_fired();
-        self.emit_hot();
+        self.emit_hot().await;
         let timeout = Duration::from_millis(self.cfg.plan.options.buffer_timeout_ms.max(1) as u64);
         let lateness = self.cfg.plan.options.allowed_lateness_ms.max(0);
         let expire_before = self.watermark.map(|w| w.saturating_sub(lateness));
@@ -597,7 +602,7 @@ mod tests {
             run_id: "t.0".into(),
             log,
             decoder: Arc::new(ValueDecoder::new(registry)),
-            hot: Arc::new(HotResults::new(60_000)),
+            hot: Arc::new(sluice_hot::memory::MemoryHot::new(60_000)),
             checkpoints: Arc::new(CheckpointStore::open(dir.join("ckpt"), 2).unwrap()),
             checkpoint_interval: Duration::from_secs(3600),
             snapshot_chunk: chunk,

@@ -64,7 +64,7 @@ pub(super) async fn run_windowed(
             }
         }
     }
-    reload_hot(&cfg, &plan).await?;
+    reload_hot(&cfg, &plan, Refill::Replace).await?;
     let late = late_topic(&cfg.plan);
     let written = written_source_offsets(&*cfg.log, &late, &cfg.run_id).await?;
 
@@ -75,6 +75,22 @@ pub(super) async fn run_windowed(
     let (coord_tx, mut coord_rx) = mpsc::channel::<CoordMsg>(4 * (parallelism + shards) + 4);
     let (writer_tx, writer_rx) = mpsc::channel::<WriterMsg>(WRITER_QUEUE);
     let mut set: JoinSet<Result<(), JobError>> = JoinSet::new();
+
+    // Hot results an external backend lost come back from the changelog while the job runs on.
+    {
+        let (cfg, plan) = (cfg.clone(), plan.clone());
+        set.spawn(async move {
+            // Rows emitted to the hot results reach the changelog within a buffer timeout or two: waiting that
+            // long before reading it means nothing emitted before the loss is missed.
+            let catch_up = Duration::from_millis(cfg.plan.options.buffer_timeout_ms.max(1) as u64 * 2);
+            loop {
+                cfg.hot.lost().await;
+                tokio::time::sleep(catch_up).await;
+                reload_hot(&cfg, &plan, Refill::KeepPresent).await?;
+                metrics::HOT_REFILLS.with_label_values(&[&cfg.name]).inc();
+            }
+        });
+    }
 
     // Results writer.
     {
@@ -168,10 +184,19 @@ pub(super) async fn run_windowed(
     result
 }
 
-/// Refills the hot results from the changelog's recent rows after a (re)start: windows already final and gone
-/// from state are still "the last N minutes" a reader expects. Rows still in state are upserted again by the
-/// shards right after, with their current values.
-pub(super) async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Result<(), JobError> {
+/// How a refill treats rows the hot results hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refill {
+    /// At a (re)start, before the shards run: the changelog is the newest there is.
+    Replace,
+    /// While the shards write: what they wrote since is newer than the changelog (which lags them).
+    KeepPresent,
+}
+
+/// Refills the hot results from the changelog's recent rows after a (re)start or a loss: windows already final
+/// and gone from state are still "the last N minutes" a reader expects. Rows still in state are upserted again
+/// by the shards with their current values.
+pub(super) async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan, mode: Refill) -> Result<(), JobError> {
     let topic = &plan.output_topic;
     let Ok(info) = cfg.log.topic(topic).await else { return Ok(()) };
     // Changelog records carry their window's end as event time; the hot results keep the last N minutes of
@@ -181,6 +206,8 @@ pub(super) async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Resul
     let since = newest.saturating_sub(cfg.plan.options.hot_retention_ms.max(0));
     let key_fields = changelog::key_fields(plan);
     let key_names: Vec<&str> = key_fields.iter().map(String::as_str).collect();
+    // For `KeepPresent`, the newest version of each row (`None`: deleted), filled in at the end.
+    let mut newest_rows: BTreeMap<(i64, i64, String), Option<Row>> = BTreeMap::new();
     for p in 0..info.partitions {
         let mut from = cfg.log.offset_for_time(topic, p, since).await?;
         loop {
@@ -189,24 +216,37 @@ pub(super) async fn reload_hot(cfg: &RunnerConfig, plan: &WindowedPlan) -> Resul
                 break;
             }
             from = r.next_offset;
-            let mut rows = Vec::new();
+            let mut batch = HotBatch::default();
             for rec in &r.records {
                 let Some((start, end, key)) = rec.key.as_deref().and_then(|k| changelog::identity(&key_names, k))
                 else {
                     continue;
                 };
-                match serde_json::from_slice::<Value>(&rec.value) {
-                    Ok(Value::Object(map)) => {
-                        rows.push(ResultRow { window_start: start, window_end: end, key, row: Arc::new(map) })
+                let row = match serde_json::from_slice::<Value>(&rec.value) {
+                    Ok(Value::Object(map)) => Some(Arc::new(map)),
+                    _ => None,
+                };
+                match (mode, row) {
+                    (Refill::KeepPresent, row) => drop(newest_rows.insert((start, end, key), row)),
+                    (Refill::Replace, Some(row)) => {
+                        batch.upserts.push(ResultRow { window_start: start, window_end: end, key, row })
                     }
-                    _ => cfg.hot.remove(start, end, &key),
+                    (Refill::Replace, None) => batch.removes.push((start, end, key)),
                 }
             }
-            if !rows.is_empty() {
-                cfg.hot.upsert(rows);
-            }
+            cfg.hot.write(batch).await;
         }
     }
+    let rows: Vec<ResultRow> = newest_rows
+        .into_iter()
+        .filter_map(|((window_start, window_end, key), row)| {
+            Some(ResultRow { window_start, window_end, key, row: row? })
+        })
+        .collect();
+    for chunk in rows.chunks(READ_MAX_RECORDS) {
+        cfg.hot.fill(chunk.to_vec()).await;
+    }
+    cfg.hot.flush().await;
     Ok(())
 }
 
