@@ -72,7 +72,7 @@ macro_rules! hot_conformance_suite {
     };
 }
 
-fn row(start: i64, end: i64, key: &str, v: i64) -> ResultRow {
+pub(crate) fn row(start: i64, end: i64, key: &str, v: i64) -> ResultRow {
     let mut map = Map::new();
     map.insert("key".into(), json!(key));
     map.insert("start".into(), json!(start));
@@ -81,13 +81,13 @@ fn row(start: i64, end: i64, key: &str, v: i64) -> ResultRow {
 }
 
 /// `(start, key, v)` of each row, for readable assertions.
-fn ids(rows: &[Row]) -> Vec<(i64, String, i64)> {
+pub(crate) fn ids(rows: &[Row]) -> Vec<(i64, String, i64)> {
     rows.iter()
         .map(|r| (r["start"].as_i64().unwrap(), r["key"].as_str().unwrap().into(), r["v"].as_i64().unwrap()))
         .collect()
 }
 
-fn id(start: i64, key: &str, v: i64) -> (i64, String, i64) {
+pub(crate) fn id(start: i64, key: &str, v: i64) -> (i64, String, i64) {
     (start, key.into(), v)
 }
 

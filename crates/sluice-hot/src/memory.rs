@@ -387,39 +387,8 @@ fn length(start: i64, end: i64) -> i128 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::{Map, json};
-
-    fn row(start: i64, end: i64, key: &str, v: i64) -> ResultRow {
-        let mut map = Map::new();
-        map.insert("key".into(), json!(key));
-        map.insert("start".into(), json!(start));
-        map.insert("v".into(), json!(v));
-        ResultRow { window_start: start, window_end: end, key: key.into(), row: Arc::new(map) }
-    }
-
-    /// `(start, key, v)` of each row, for readable assertions.
-    fn ids(rows: &[Row]) -> Vec<(i64, String, i64)> {
-        rows.iter()
-            .map(|r| (r["start"].as_i64().unwrap(), r["key"].as_str().unwrap().into(), r["v"].as_i64().unwrap()))
-            .collect()
-    }
-
-    fn id(start: i64, key: &str, v: i64) -> (i64, String, i64) {
-        (start, key.into(), v)
-    }
-
-    #[test]
-    fn upsert_replaces_by_window_and_key() {
-        let hot = MemoryHot::new(1_000);
-        assert!(hot.is_empty());
-        hot.upsert(vec![row(0, 10, "a", 1), row(0, 10, "b", 1), row(0, 20, "a", 1)]);
-        hot.upsert(vec![row(0, 10, "a", 2), row(0, 10, "a", 3)]);
-        assert_eq!(hot.len(), 3);
-        assert_eq!(ids(&hot.query(Some("a"), None, None, 10)), vec![id(0, "a", 3), id(0, "a", 1)]);
-        assert_eq!(hot.oldest_window_start(), Some(0));
-        hot.upsert(Vec::new());
-        assert_eq!(hot.len(), 3);
-    }
+    // The checks every adapter passes run on this one in `tests/conformance.rs`; these are its own.
+    use crate::conformance::{id, ids, row};
 
     #[test]
     fn evicts_relative_to_the_newest_window_end() {
@@ -442,49 +411,6 @@ mod tests {
     }
 
     #[test]
-    fn large_batches_and_evictions_go_in_chunks() {
-        let hot = MemoryHot::new(10_000);
-        hot.upsert((0..1_000).map(|i| row(i * 10, i * 10 + 10, &format!("k{}", i % 7), i)).collect());
-        assert_eq!(hot.len(), 1_000);
-        hot.upsert(vec![row(100_000, 100_010, "z", 0)]);
-        assert_eq!(hot.len(), 1);
-    }
-
-    #[test]
-    fn query_returns_intersecting_windows_in_order() {
-        let hot = MemoryHot::new(1_000);
-        hot.upsert(vec![
-            row(10, 20, "b", 1),
-            row(0, 10, "a", 1),
-            row(5, 15, "b", 1),
-            row(5, 15, "a", 1),
-            row(20, 30, "a", 1),
-        ]);
-        let all = |from, to| ids(&hot.query(None, from, to, usize::MAX));
-        assert_eq!(all(Some(10), Some(15)), vec![id(5, "a", 1), id(5, "b", 1), id(10, "b", 1)]);
-        assert_eq!(all(Some(9), Some(10)), vec![id(0, "a", 1), id(5, "a", 1), id(5, "b", 1)]);
-        assert_eq!(all(Some(30), None), Vec::new());
-        assert_eq!(all(None, Some(5)), vec![id(0, "a", 1)]);
-        assert_eq!(all(Some(15), Some(15)), Vec::new());
-        assert_eq!(all(None, None).len(), 5);
-        assert_eq!(ids(&hot.query(None, None, None, 2)), vec![id(0, "a", 1), id(5, "a", 1)]);
-        assert_eq!(ids(&hot.query(Some("b"), Some(12), None, 10)), vec![id(5, "b", 1), id(10, "b", 1)]);
-        assert_eq!(ids(&hot.query(Some("a"), Some(12), None, 1)), vec![id(5, "a", 1)]);
-        assert!(hot.query(Some("c"), None, None, 10).is_empty());
-        assert!(hot.query(Some(""), None, None, 10).is_empty());
-        assert!(hot.query(None, None, None, 0).is_empty());
-    }
-
-    #[test]
-    fn long_sessions_are_found_from_far_before() {
-        let hot = MemoryHot::new(1_000_000);
-        hot.upsert(vec![row(0, 100_000, "long", 1), row(99_000, 99_500, "short", 1)]);
-        assert_eq!(ids(&hot.query(None, Some(99_900), Some(99_901), 10)), vec![id(0, "long", 1)]);
-        hot.remove(0, 100_000, "long");
-        assert!(hot.query(None, Some(99_900), Some(99_901), 10).is_empty());
-    }
-
-    #[test]
     fn extreme_times_neither_overflow_nor_panic() {
         let hot = MemoryHot::new(i64::MAX);
         hot.upsert(vec![row(i64::MIN, i64::MAX, "all", 1), row(i64::MAX - 1, i64::MAX, "end", 2), row(5, 3, "odd", 3)]);
@@ -500,36 +426,6 @@ mod tests {
         let none_kept = MemoryHot::new(-5);
         none_kept.upsert(vec![row(0, 10, "a", 1)]);
         assert!(none_kept.is_empty());
-    }
-
-    #[test]
-    fn latest_is_the_newest_window_per_key() {
-        let hot = MemoryHot::new(1_000);
-        hot.upsert(vec![
-            row(0, 10, "b", 1),
-            row(10, 20, "b", 2),
-            row(5, 15, "a", 3),
-            row(0, 30, "a", 4),
-            row(0, 10, "a,x", 5),
-        ]);
-        assert_eq!(ids(&hot.latest(None)), vec![id(5, "a", 3), id(0, "a,x", 5), id(10, "b", 2)]);
-        assert_eq!(ids(&hot.latest(Some("b"))), vec![id(10, "b", 2)]);
-        assert!(hot.latest(Some("nope")).is_empty());
-    }
-
-    #[test]
-    fn remove_drops_merged_sessions() {
-        let hot = MemoryHot::new(1_000);
-        hot.upsert(vec![row(0, 10, "a", 1), row(20, 30, "a", 2), row(0, 10, "b", 3)]);
-        hot.remove(20, 30, "a");
-        hot.remove(20, 30, "a");
-        hot.remove(0, 11, "b");
-        hot.remove(0, 10, "missing");
-        assert_eq!(hot.len(), 2);
-        assert_eq!(ids(&hot.latest(Some("a"))), vec![id(0, "a", 1)]);
-        hot.remove(0, 10, "a");
-        assert!(hot.latest(Some("a")).is_empty());
-        assert_eq!(ids(&hot.latest(None)), vec![id(0, "b", 3)]);
     }
 
     #[test]
