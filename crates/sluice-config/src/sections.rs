@@ -42,6 +42,23 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Where windowed jobs keep their newest results for `GET /v1/jobs/{job}/results`.
     pub hot: HotConfig,
+    /// The PostgreSQL wire protocol on the store (psql, Grafana, BI tools, drivers).
+    pub postgres: PostgresConfig,
+}
+
+/// `[postgres]`: the store answers the PostgreSQL protocol with the same SQL as `/v1/query`. No TLS or passwords
+/// yet: keep it on loopback (any user and database name are accepted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 5433)) }
+    }
 }
 
 /// `[hot]`: the hot results of every windowed job, in this process (`memory`) or in Redis (`redis`), where every
@@ -432,6 +449,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             tracing: TracingConfig::default(),
             hot: HotConfig::default(),
+            postgres: PostgresConfig::default(),
         }
     }
 }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
-use sluice_config::{Config, FsyncSetting, Limits};
+use sluice_config::{Config, FsyncSetting, Limits, PostgresConfig};
 use sluice_log::{EmbeddedLog, FsyncPolicy, LogError, LogOptions, LogStore, StdStorage, Storage, TopicSpec};
 use sluice_sink::search::SearchService;
 use sluice_sink::store::TimeSeriesStore;
@@ -304,6 +304,20 @@ pub async fn start_with_adapters(
         .await
         .map_err(|source| ServerError::Bind { addr: config.http.addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.http.addr, source })?;
+    // Bound before anything starts, so a taken port fails the start at once; only the default port, when taken
+    // (a real PostgreSQL on 5433, a second instance), turns the listener off with a warning.
+    let pg = &config.postgres;
+    let pg_listener = match pg.enabled {
+        false => None,
+        true => match TcpListener::bind(pg.listen).await {
+            Ok(l) => Some(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && pg.listen == PostgresConfig::default().listen => {
+                tracing::warn!(addr = %pg.listen, "postgres protocol off: the port is taken (set [postgres] listen)");
+                None
+            }
+            Err(source) => return Err(ServerError::Bind { addr: pg.listen, source }),
+        },
+    };
     let state = Arc::new(AppState::new(&config));
     let (tx, rx) = oneshot::channel::<()>();
     let app = router(state.clone());
@@ -328,6 +342,14 @@ pub async fn start_with_adapters(
                 server.abort();
                 return Err(e);
             }
+        };
+        // The PostgreSQL protocol answers from the store; it stops with the server.
+        let _postgres = match (pg_listener, st.store()) {
+            (Some(l), Some(store)) => {
+                tracing::info!(addr = ?l.local_addr().ok(), "postgres protocol listening");
+                Some(alerts::AbortOnDrop(tokio::spawn(sluice_pgwire::serve(l, store.clone()))))
+            }
+            _ => None,
         };
         tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), "sluice is ready");
         let result = server.await;

@@ -18,6 +18,12 @@ pub trait TimeSeriesStore: Send + Sync + 'static {
     /// Runs one read-only SQL query; the answer is typed (Arrow batches), the caller renders it.
     async fn query(&self, sql: &str) -> Result<QueryOutput, PortError>;
 
+    /// One statement from a PostgreSQL client (the wire protocol listener): the same tables, plus what such
+    /// clients query (`pg_catalog`, `information_schema`, their rewritten catalog queries). With `plan_only` the
+    /// answer has the result schema and no rows (describing a prepared statement). An adapter on PostgreSQL runs
+    /// it as it is.
+    async fn query_postgres(&self, sql: &str, plan_only: bool) -> Result<QueryOutput, PortError>;
+
     /// Every table, as JSON objects (name, kind, columns, chunks, rows, bytes, retention...).
     async fn tables(&self) -> Result<Vec<Value>, PortError>;
 

@@ -23,7 +23,7 @@ use sluice_stream::ValueKind;
 use crate::error::StoreError;
 use crate::manifest::TableKind;
 use crate::provider::SnapshotSource;
-use crate::query::{QueryEngine, QueryError, QueryOptions};
+use crate::query::{Dialect, QueryEngine, QueryError, QueryOptions};
 use crate::sink::{Feed, TableSink};
 use crate::snapshot::{TableSnapshot, time_type};
 use crate::store::{Store, StoreOptions};
@@ -362,6 +362,17 @@ impl TimeSeriesStore for EmbeddedStore {
         let out = self.engine.query(sql, self.sources()).await;
         let outcome = out.as_ref().map_or_else(|e| e.code(), |_| "ok");
         crate::metrics::QUERY_SECONDS.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+        out.map_err(query_error)
+    }
+
+    async fn query_postgres(&self, sql: &str, plan_only: bool) -> Result<QueryOutput, PortError> {
+        let started = Instant::now();
+        self.ensure_job_tables();
+        let out = self.engine.query_as(sql, self.sources(), Dialect::Postgres { plan_only }).await;
+        if !plan_only {
+            let outcome = out.as_ref().map_or_else(|e| e.code(), |_| "ok");
+            crate::metrics::QUERY_SECONDS.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+        }
         out.map_err(query_error)
     }
 

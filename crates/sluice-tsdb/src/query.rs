@@ -10,12 +10,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
+    SchemaProvider, TableProvider,
+};
 use datafusion::common::TableReference;
+use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 use futures::StreamExt;
 use sluice_sink::PortErrorKind;
 
@@ -170,6 +179,48 @@ pub struct QueryEngine {
     options: QueryOptions,
     // Shared by all queries: the object store registry and the Parquet metadata cache.
     base_env: Arc<RuntimeEnv>,
+    // Built at the first PostgreSQL-protocol query.
+    pg_catalog: std::sync::OnceLock<Arc<PgCatalog>>,
+}
+
+/// What PostgreSQL clients' catalog queries read, kept from one query to the next so a table keeps its OID
+/// (psql looks a table up by name, then asks for its columns by OID). It lists every table by name and schema
+/// (empty stand-ins: catalog queries read no data).
+struct PgCatalog {
+    public: Arc<MemorySchemaProvider>,
+    schema: Arc<dyn SchemaProvider>,
+}
+
+impl PgCatalog {
+    fn new() -> Result<PgCatalog, DataFusionError> {
+        let list = Arc::new(MemoryCatalogProviderList::new());
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let public = Arc::new(MemorySchemaProvider::new());
+        catalog.register_schema("public", public.clone())?;
+        list.register_catalog("datafusion".into(), catalog);
+        let list: Arc<dyn CatalogProviderList> = list;
+        let statics = Arc::new(PgCatalogStaticTables::try_new()?);
+        let schema = Arc::new(PgCatalogSchemaProvider::try_new(list, statics, EmptyContextProvider)?);
+        Ok(PgCatalog { public, schema })
+    }
+
+    /// Mirrors the tables of this query.
+    async fn sync(&self, tables: &[(String, SchemaRef)]) -> Result<(), DataFusionError> {
+        let current: std::collections::HashSet<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
+        for name in self.public.table_names() {
+            if !current.contains(name.as_str()) {
+                self.public.deregister_table(&name)?;
+            }
+        }
+        for (name, schema) in tables {
+            let same = self.public.table(name).await.ok().flatten().is_some_and(|t| t.schema() == *schema);
+            if !same {
+                self.public.deregister_table(name)?;
+                self.public.register_table(name.clone(), Arc::new(EmptyTable::new(schema.clone())))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -223,7 +274,16 @@ impl QueryEngine {
             timer_runtime: Some(timer_runtime),
             options,
             base_env,
+            pg_catalog: std::sync::OnceLock::new(),
         })
+    }
+
+    fn pg_catalog(&self) -> Result<Arc<PgCatalog>, QueryError> {
+        if let Some(c) = self.pg_catalog.get() {
+            return Ok(c.clone());
+        }
+        let built = Arc::new(PgCatalog::new().map_err(|e| QueryError::Internal(format!("pg_catalog: {e}")))?);
+        Ok(self.pg_catalog.get_or_init(|| built).clone())
     }
 
     pub fn options(&self) -> &QueryOptions {
@@ -237,10 +297,25 @@ impl QueryEngine {
         sql: &str,
         tables: Vec<(String, Arc<dyn SnapshotSource>)>,
     ) -> Result<QueryOutput, QueryError> {
+        self.query_as(sql, tables, Dialect::Sluice).await
+    }
+
+    /// [`query`](Self::query) in a dialect: PostgreSQL clients also get `pg_catalog` and their catalog queries
+    /// rewritten; with `plan_only` the answer has the schema and no rows (a prepared statement's description).
+    pub async fn query_as(
+        &self,
+        sql: &str,
+        tables: Vec<(String, Arc<dyn SnapshotSource>)>,
+        dialect: Dialect,
+    ) -> Result<QueryOutput, QueryError> {
         let options = self.options.clone();
         let base_env = self.base_env.clone();
         let sql = sql.to_owned();
-        let task = self.handle.spawn(async move { run(&sql, tables, &options, base_env).await });
+        let pg = match dialect {
+            Dialect::Sluice => None,
+            Dialect::Postgres { .. } => Some(self.pg_catalog()?),
+        };
+        let task = self.handle.spawn(async move { run(&sql, tables, &options, base_env, dialect, pg).await });
         let _abort_query = AbortOnDrop(task.abort_handle());
         // The deadline runs on the timer runtime: the caller's runtime may have no time driver, and the query
         // runtime's workers may all be inside a long CPU-bound poll that would delay the timer.
@@ -263,11 +338,22 @@ impl QueryEngine {
     }
 }
 
+/// How a statement is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `/v1/query`: DataFusion's SQL with `time_bucket`.
+    Sluice,
+    /// The PostgreSQL wire protocol: the same, plus `pg_catalog` and the rewrites psql, Grafana and BI tools need.
+    Postgres { plan_only: bool },
+}
+
 async fn run(
     sql: &str,
     tables: Vec<(String, Arc<dyn SnapshotSource>)>,
     options: &QueryOptions,
     base_env: Arc<RuntimeEnv>,
+    dialect: Dialect,
+    pg: Option<Arc<PgCatalog>>,
 ) -> Result<QueryOutput, QueryError> {
     let started = Instant::now();
     let df_err = |e: DataFusionError| QueryError::from_datafusion(&e, options);
@@ -275,13 +361,44 @@ async fn run(
     let ctx = SessionContext::new_with_config_rt(config, base_env);
     ctx.register_udf(crate::udf::time_bucket_udf());
     let counters = Arc::new(ScanCounters::default());
+    let mut schemas = Vec::with_capacity(tables.len());
     for (name, source) in tables {
         let table = SnapshotTable::new(source).with_counters(counters.clone());
+        schemas.push((name.clone(), table.schema()));
         ctx.register_table(TableReference::bare(name), Arc::new(table)).map_err(df_err)?;
     }
 
     let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let frame = ctx.sql_with_options(sql, read_only).await.map_err(df_err)?;
+    let frame = match dialect {
+        Dialect::Sluice => ctx.sql_with_options(sql, read_only).await.map_err(df_err)?,
+        Dialect::Postgres { plan_only } => {
+            // The functions and type names clients use, then the long-lived catalog in place of a fresh one.
+            datafusion_pg_catalog::setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
+                .map_err(|e| df_err(*e))?;
+            if let Some(pg) = &pg {
+                pg.sync(&schemas).await.map_err(df_err)?;
+                if let Some(catalog) = ctx.catalog("datafusion") {
+                    catalog.register_schema("pg_catalog", pg.schema.clone()).map_err(df_err)?;
+                }
+            }
+            let parser = datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+            let mut statements = parser.parse(sql).map_err(|e| QueryError::BadQuery { message: e.to_string() })?;
+            if statements.len() != 1 {
+                return Err(QueryError::BadQuery {
+                    message: format!("expected one statement, got {}", statements.len()),
+                });
+            }
+            let statement = DfStatement::Statement(Box::new(statements.remove(0)));
+            let plan = ctx.state().statement_to_plan(statement).await.map_err(df_err)?;
+            read_only.verify_plan(&plan).map_err(df_err)?;
+            if plan_only {
+                let schema = Arc::new(plan.schema().as_arrow().clone());
+                let stats = QueryStats { files_total: 0, files_scanned: 0, rows: 0, elapsed_ms: 0 };
+                return Ok(QueryOutput { schema, batches: Vec::new(), truncated: false, stats });
+            }
+            ctx.execute_logical_plan(plan).await.map_err(df_err)?
+        }
+    };
     let schema = Arc::new(frame.schema().as_arrow().clone());
     let mut stream = frame.execute_stream().await.map_err(df_err)?;
 
