@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use async_trait::async_trait;
-use futures::Sink;
+use futures::{Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -162,6 +162,17 @@ fn show(name: &str) -> PgWireResult<Response> {
     Ok(Response::Query(QueryResponse::new(fields, futures::stream::iter(vec![Ok(row)]))))
 }
 
+/// A notice for an answer the store cut at its row limit (PostgreSQL has no such limit, so say it).
+fn truncation_notice(output: &QueryOutput) -> Option<PgWireBackendMessage> {
+    output.truncated.then(|| {
+        let message = format!(
+            "result cut at {} rows: the store answers at most [store] query_max_rows rows; add a LIMIT or aggregate",
+            output.stats.rows
+        );
+        PgWireBackendMessage::NoticeResponse(ErrorInfo::new("NOTICE".into(), "01000".into(), message).into())
+    })
+}
+
 /// Rows of a store answer in the wire format the client asked for.
 fn rows(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
     let fields = Arc::new(arrow_schema_to_pg_fields(&output.schema, format, None)?);
@@ -173,7 +184,12 @@ fn rows(output: QueryOutput, format: &Format) -> PgWireResult<Response> {
 }
 
 impl Session {
-    async fn answer(&self, piece: Piece, format: &Format) -> PgWireResult<Response> {
+    /// The answer to one statement, after telling the client if the store cut it.
+    async fn answer<C>(&self, client: &mut C, piece: Piece, format: &Format) -> PgWireResult<Response>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         Ok(match piece {
             Piece::Set => Response::Execution(Tag::new("SET")),
             Piece::Show(name) => show(&name)?,
@@ -181,14 +197,20 @@ impl Session {
             Piece::Commit => Response::TransactionEnd(Tag::new("COMMIT")),
             Piece::Rollback => Response::TransactionEnd(Tag::new("ROLLBACK")),
             Piece::Discard => Response::Execution(Tag::new("DISCARD ALL")),
-            Piece::Query(sql) => rows(self.store.query_postgres(&sql, false).await.map_err(port_error)?, format)?,
+            Piece::Query(sql) => {
+                let output = self.store.query_postgres(&sql, false).await.map_err(port_error)?;
+                if let Some(notice) = truncation_notice(&output) {
+                    client.feed(notice).await?;
+                }
+                rows(output, format)?
+            }
         })
     }
 }
 
 #[async_trait]
 impl SimpleQueryHandler for Session {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -198,7 +220,7 @@ impl SimpleQueryHandler for Session {
         let mut out = Vec::new();
         for piece in pieces(query) {
             // Like PostgreSQL, the first failing statement ends the batch.
-            match self.answer(piece, &Format::UnifiedText).await {
+            match self.answer(client, piece, &Format::UnifiedText).await {
                 Ok(r) => out.push(r),
                 Err(PgWireError::UserError(info)) => {
                     out.push(Response::Error(info));
@@ -264,7 +286,7 @@ impl ExtendedQueryHandler for Session {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,
@@ -277,7 +299,7 @@ impl ExtendedQueryHandler for Session {
                 "query parameters ($1, ...) are not supported yet: put the values in the SQL",
             ));
         }
-        self.answer(portal.statement.statement.piece.clone(), &portal.result_column_format).await
+        self.answer(client, portal.statement.statement.piece.clone(), &portal.result_column_format).await
     }
 }
 

@@ -11,11 +11,15 @@ use common::TestServer;
 use serde_json::{Value, json};
 
 async fn start() -> (TestServer, u16) {
+    start_with(&[]).await
+}
+
+async fn start_with(env: &[(&str, &str)]) -> (TestServer, u16) {
     let pg = common::free_port();
     let listen = format!("127.0.0.1:{pg}");
-    let s =
-        TestServer::start(&[("SLUICE__POSTGRES__LISTEN", listen.as_str()), ("SLUICE__STORE__FLUSH_INTERVAL", "200ms")])
-            .await;
+    let mut all = vec![("SLUICE__POSTGRES__LISTEN", listen.as_str()), ("SLUICE__STORE__FLUSH_INTERVAL", "200ms")];
+    all.extend_from_slice(env);
+    let s = TestServer::start(&all).await;
     let (st, _) = s.post("/v1/topics", json!({"name": "http_requests", "partitions": 2})).await;
     assert_eq!(st, 201);
     let events: Vec<Value> = [("api", 500, 12.0), ("api", 200, 3.0), ("web", 503, 40.5)]
@@ -90,6 +94,21 @@ async fn psql_queries_and_describes_the_store() {
     let err = psql(pg, "DROP TABLE http_requests").unwrap_err();
     assert!(err.contains("ERROR"), "{err}");
     assert_eq!(psql(pg, "SELECT count(*) FROM http_requests").unwrap(), "count(*)\n3\n(1 row)\n");
+}
+
+/// PostgreSQL has no row limit, so an answer the store cut at its own says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_at_the_row_limit_says_so() {
+    if !psql_available() {
+        return;
+    }
+    let (_s, pg) = start_with(&[("SLUICE__STORE__QUERY_MAX_ROWS", "2")]).await;
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &pg.to_string(), "-X", "-A", "-c", "SELECT service FROM http_requests"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.ends_with("(2 rows)\n") && stderr.contains("NOTICE:  result cut at 2 rows"), "{stdout}{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
