@@ -484,11 +484,7 @@ impl Writer {
         // At least one call (it also marks the job present), then one per chunk, then while eviction has more.
         while first || removes.peek().is_some() || upserts.peek().is_some() {
             first = false;
-            let keys = &self.reader.keys;
-            let mut inv = WRITE.prepare_invoke();
-            inv.key(&keys.meta).key(&keys.rows).key(&keys.data).key(&keys.ends).key(&keys.keyset);
-            inv.arg(&keys.per_key).arg(self.retention_ms).arg(ttl_ms(self.reader.opts.ttl)).arg(mode.to_string());
-            inv.arg(watermark.take().map_or(String::new(), |w| w.to_string()));
+            let mut inv = self.write_script(mode, watermark.take());
             let chunk: Vec<_> = (&mut removes).take(OPS_PER_CALL).collect();
             inv.arg(chunk.len());
             for (start, end, key) in &chunk {
@@ -507,6 +503,17 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// The write script with its keys and leading arguments (the job's settings, mode, watermark); the caller
+    /// adds the removals and upserts.
+    fn write_script(&self, mode: char, watermark: Option<i64>) -> ::redis::ScriptInvocation<'static> {
+        let keys = &self.reader.keys;
+        let mut inv = WRITE.prepare_invoke();
+        inv.key(&keys.meta).key(&keys.rows).key(&keys.data).key(&keys.ends).key(&keys.keyset);
+        inv.arg(&keys.per_key).arg(self.retention_ms).arg(ttl_ms(self.reader.opts.ttl)).arg(mode.to_string());
+        inv.arg(watermark.map_or(String::new(), |w| w.to_string()));
+        inv
     }
 
     /// One write script call, repeated while it has more to evict; false when Redis failed.
@@ -530,11 +537,8 @@ impl Writer {
             if more == 0 {
                 return true;
             }
-            let keys = &self.reader.keys;
-            let mut evict = WRITE.prepare_invoke();
-            evict.key(&keys.meta).key(&keys.rows).key(&keys.data).key(&keys.ends).key(&keys.keyset);
-            evict.arg(&keys.per_key).arg(self.retention_ms).arg(ttl_ms(self.reader.opts.ttl)).arg("w").arg("").arg(0);
-            reply = evict.invoke_async(&mut conn).await;
+            // No removals, no upserts: only the next eviction step.
+            reply = self.write_script('w', None).arg(0).invoke_async(&mut conn).await;
         }
     }
 
